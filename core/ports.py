@@ -1,0 +1,247 @@
+"""The ports: what the core needs from the world, as Protocols.
+
+Adapters in `adapters/` implement them (one technology each) and `adapters/memory/` fakes every one
+of them; `tests/contract/` runs one suite per port against all of its adapters. Domain types go in
+and out, never driver types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Protocol, Self, TypeVar
+
+from core.jobs import JobInfo, JobSpec, QueueStats
+from core.outbox import OutboxMessage
+from core.secrets import SecretVersion
+from core.storage import Blob, BlobInfo, SignedUrl
+
+T = TypeVar("T")
+
+
+class Clock(Protocol):
+    """The time. Rules never read it themselves: use cases pass `now` in."""
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back, for durations."""
+        ...
+
+
+class Ids(Protocol):
+    """Identifiers and randomness."""
+
+    def new_id(self) -> str:
+        """A new UUIDv7 as text: unique, and sortable by creation time."""
+        ...
+
+    def token(self, nbytes: int = 32) -> str:
+        """A URL-safe secret token with `nbytes` of entropy (256 bits by default)."""
+        ...
+
+    def random(self) -> float:
+        """A uniform number in [0, 1), for jitter."""
+        ...
+
+
+class Secrets(Protocol):
+    """Named secrets with versions, newest first, so keys can rotate."""
+
+    async def current(self, name: str) -> SecretVersion:
+        """The version to sign or encrypt with. Raises DomainError(secret_missing)."""
+        ...
+
+    async def versions(self, name: str) -> list[SecretVersion]:
+        """Every version still accepted for verification, newest first (may be empty)."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the secret source cannot be read."""
+        ...
+
+
+class Cache(Protocol):
+    """A shared cache of msgspec-encodable values with TTLs and tags.
+
+    Values are decoded to `type_` on the way out. A tag names a group of keys that one write
+    invalidates together (e.g. every cached read about one user).
+    """
+
+    async def get(self, key: str, type_: type[T]) -> T | None:
+        """The cached value, or None when absent or expired."""
+        ...
+
+    async def set(self, key: str, value: Any, *, ttl_seconds: float, tags: Sequence[str] = ()) -> None:
+        """Store `value` for `ttl_seconds`, attached to `tags`."""
+        ...
+
+    async def delete(self, *keys: str) -> int:
+        """Remove keys; returns how many existed."""
+        ...
+
+    async def get_or_set(
+        self,
+        key: str,
+        type_: type[T],
+        loader: Callable[[], Awaitable[T]],
+        *,
+        ttl_seconds: float,
+        tags: Sequence[str] = (),
+    ) -> T:
+        """The cached value, or `loader()`'s result stored for next time.
+
+        Single-flight: concurrent misses for one key run the loader once, not once per caller.
+        """
+        ...
+
+    async def invalidate_tags(self, *tags: str) -> int:
+        """Remove every key attached to any of `tags`; returns how many keys were removed."""
+        ...
+
+    async def delete_pattern(self, pattern: str) -> int:
+        """Remove keys matching a glob pattern (`*`, `?`), incrementally; returns how many."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the cache cannot be reached."""
+        ...
+
+
+class BlobStore(Protocol):
+    """Object storage. Keys are relative slash-separated paths (see `core.storage.validate_blob_key`)."""
+
+    async def put(
+        self, key: str, data: bytes, *, content_type: str, metadata: dict[str, str] | None = None
+    ) -> BlobInfo:
+        """Store `data` under `key`, replacing what was there."""
+        ...
+
+    async def get(self, key: str) -> Blob:
+        """The whole object. Raises BlobNotFound."""
+        ...
+
+    def stream(self, key: str, *, chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:
+        """The object's bytes in chunks, for serving large files. Raises BlobNotFound when iterated."""
+        ...
+
+    async def head(self, key: str) -> BlobInfo:
+        """The object's metadata. Raises BlobNotFound."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove the object; deleting a missing key is not an error."""
+        ...
+
+    async def copy(self, source: str, destination: str) -> None:
+        """Copy an object with its content type and metadata. Raises BlobNotFound."""
+        ...
+
+    async def list(self, prefix: str = "") -> list[BlobInfo]:
+        """Objects whose key starts with `prefix`, ordered by key."""
+        ...
+
+    async def signed_url(self, key: str, *, expires_in: timedelta) -> SignedUrl:
+        """A link that downloads the object without credentials until it expires."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the store cannot be reached."""
+        ...
+
+
+class JobContext(Protocol):
+    """What a running job sees of its own execution."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def attempt(self) -> int:
+        """1 on the first try."""
+        ...
+
+    @property
+    def correlation_id(self) -> str | None: ...
+
+    async def heartbeat(self) -> None:
+        """Tell the queue this job is still alive (long jobs call it between steps)."""
+        ...
+
+    async def progress(self, fraction: float) -> None:
+        """Record progress in [0, 1], visible through JobQueue.status; also a heartbeat."""
+        ...
+
+
+JobHandler = Callable[..., Awaitable[Any]]
+"""`async def handler(ctx: JobContext, **kwargs) -> result` — job functions, registered by name."""
+
+
+class JobQueue(Protocol):
+    """Transport for background work. The database stays the source of truth for business state."""
+
+    async def enqueue(self, spec: JobSpec) -> JobInfo | None:
+        """Queue a job. Returns None when `spec.key` names a job that is not finished yet."""
+        ...
+
+    async def status(self, queue: str, key: str) -> JobInfo | None:
+        """The job's current state, or None if the queue has no (more) record of it."""
+        ...
+
+    async def abort(self, queue: str, key: str) -> bool:
+        """Stop a queued or running job; True if there was one to stop."""
+        ...
+
+    async def stats(self, queue: str) -> QueueStats:
+        """Counts per state and the age of the oldest waiting job."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the queue's store cannot be reached."""
+        ...
+
+
+class OutboxRepository(Protocol):
+    """Domain events written in the unit of work's transaction, published later by a job."""
+
+    async def add(self, message: OutboxMessage) -> None: ...
+
+    async def claim_unpublished(self, limit: int) -> list[OutboxMessage]:
+        """Oldest unpublished messages, locked for this transaction; concurrent claimers skip them."""
+        ...
+
+    async def mark_published(self, ids: Sequence[str], at: datetime) -> None: ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction. Leaving the block without `commit()` (or through an exception) rolls back."""
+
+    outbox: OutboxRepository
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def rollback(self) -> None: ...
+
+
+class Database(Protocol):
+    """The persistence port: units of work over one store."""
+
+    def unit_of_work(self) -> UnitOfWork:
+        """A new unit of work, to be used as `async with db.unit_of_work() as uow:`."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+        ...

@@ -1,0 +1,226 @@
+"""Pictor's configuration: one Struct, read once from `PICTOR_*` variables (and an optional `.env`).
+
+This module and `wiring.py` are the only readers of the environment. Every problem is reported
+with the variable's name, so a typo in production fails at start-up with a message an operator
+can act on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+
+PREFIX = "PICTOR_"
+
+# Variables that share the prefix but configure tests and tooling, not the service.
+_NOT_SETTINGS = frozenset(
+    {"PICTOR_REQUIRE_SERVICES", "PICTOR_TEST_DATABASE_URL", "PICTOR_TEST_VALKEY_URL", "PICTOR_ENV_FILE"}
+)
+
+_SCHEMES: dict[str, frozenset[str]] = {
+    "database_url": frozenset({"postgresql", "postgres", "memory"}),
+    "valkey_url": frozenset({"redis", "rediss", "valkey", "valkeys", "memory"}),
+    "storage_url": frozenset({"s3", "gs", "az", "file", "memory"}),
+    "queue_url": frozenset({"redis", "rediss", "valkey", "valkeys", "postgresql", "postgres", "memory"}),
+}
+
+SECRET_FIELDS = frozenset({"metrics_token", "s3_secret_access_key", "ops_webhook_secret"})
+
+
+class SettingsError(ValueError):
+    """Configuration that cannot work; the message names the variable."""
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    # Where the API listens and how it is reached from outside.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    base_url: str | None = None  # public URL for signed links; default http://{host}:{port}
+    http_workers: int = 1
+
+    # State. Unset URLs mean the embedded defaults (DESIGN.md §2).
+    data_dir: str = "./var"
+    database_url: str | None = None
+    valkey_url: str | None = None
+    storage_url: str | None = None
+    queue_url: str | None = None
+    secrets_dir: str | None = None  # default: {data_dir}/secrets
+
+    # S3-compatible storage.
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_allow_http: bool = False
+
+    # PostgreSQL pool (DESIGN.md §2).
+    db_pool_min: int = 5
+    db_pool_max: int = 20
+    db_pool_acquire_timeout: float = 5.0
+    db_pool_idle_timeout: float = 300.0
+    db_statement_timeout_ms: int = 30_000
+    db_slow_query_seconds: float = 1.0
+
+    # Cache.
+    cache_ttl_seconds: float = 30.0
+
+    # Worker. None: run one inside `pictor serve` only when the queue is embedded or in memory.
+    embedded_worker: bool | None = None
+    worker_concurrency: int = 10
+    job_shutdown_grace_seconds: float = 20.0
+
+    # Operations.
+    metrics_token: str | None = None
+    webhooks_allow_private: bool = False
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    log_format: Literal["json", "console"] = "json"
+    plans_file: str | None = None
+    shutdown_drain_seconds: float = 1.0  # readiness fails this long before the listener closes
+    shutdown_timeout_seconds: float = 30.0  # in-flight requests get this long to finish
+    ops_webhook_secret: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_settings(self)
+
+    @property
+    def public_base_url(self) -> str:
+        return (self.base_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def secrets_path(self) -> Path:
+        return (
+            Path(self.secrets_dir).expanduser().resolve() if self.secrets_dir else self.data_path / "secrets"
+        )
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or (self.data_path / "blobs").as_uri()
+
+    @property
+    def runs_embedded_worker(self) -> bool:
+        if self.embedded_worker is not None:
+            return self.embedded_worker
+        return self.queue_url is None or self.queue_url.startswith("memory:")
+
+
+def _check_settings(s: Settings) -> None:
+    for field, schemes in _SCHEMES.items():
+        url = getattr(s, field)
+        if url is not None and urlsplit(url).scheme not in schemes:
+            raise SettingsError(
+                f"{PREFIX}{field.upper()}: scheme must be one of {', '.join(sorted(schemes))}, got {url!r}"
+            )
+    if not 0 < s.port < 65536:
+        raise SettingsError(f"{PREFIX}PORT: must be between 1 and 65535, got {s.port}")
+    if s.base_url is not None and urlsplit(s.base_url).scheme not in ("http", "https"):
+        raise SettingsError(f"{PREFIX}BASE_URL: must be an http(s) URL, got {s.base_url!r}")
+    if not 1 <= s.db_pool_min <= s.db_pool_max:
+        raise SettingsError(f"{PREFIX}DB_POOL_MIN/{PREFIX}DB_POOL_MAX: need 1 <= min <= max")
+    positive = (
+        "http_workers",
+        "db_pool_acquire_timeout",
+        "db_statement_timeout_ms",
+        "db_slow_query_seconds",
+        "worker_concurrency",
+    )
+    for field in positive:
+        if getattr(s, field) <= 0:
+            raise SettingsError(f"{PREFIX}{field.upper()}: must be greater than 0")
+    if s.queue_url is not None and s.queue_url.startswith("memory:") and s.http_workers > 1:
+        raise SettingsError(f"{PREFIX}QUEUE_URL: memory:// works only with {PREFIX}HTTP_WORKERS=1")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """`KEY=value` lines; `#` comments, blank lines and optional quotes are understood."""
+    values: dict[str, str] = {}
+    for number, raw in enumerate(path.read_text().splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.removeprefix("export ").partition("=")
+        if not sep:
+            raise SettingsError(f"{path}:{number}: expected KEY=value")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def load_settings(environ: Mapping[str, str] | None = None, *, env_file: Path | None = None) -> Settings:
+    """Settings from `environ` (default: the process environment) over an optional `.env` file.
+
+    Real environment variables win over the file, so an operator can always override it.
+    """
+    environ = os.environ if environ is None else environ
+    env_file = env_file or Path(environ.get("PICTOR_ENV_FILE", ".env"))
+    merged: dict[str, str] = {}
+    if env_file.is_file():
+        merged.update(read_env_file(env_file))
+    merged.update(environ)
+    return settings_from_mapping(merged)
+
+
+def settings_from_mapping(variables: Mapping[str, str]) -> Settings:
+    fields = set(Settings.__struct_fields__)
+    raw: dict[str, Any] = {}
+    for name, value in variables.items():
+        if not name.startswith(PREFIX) or name in _NOT_SETTINGS or name.startswith("PICTOR_SECRET_"):
+            continue
+        field = name[len(PREFIX) :].lower()
+        if field not in fields:
+            raise SettingsError(f"{name}: unknown setting (see README's configuration table)")
+        if value == "" and field in _optional_fields():
+            continue  # an empty variable means "unset"
+        raw[field] = value.lower() if field in ("log_level", "log_format") else value
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as error:
+        raise SettingsError(_name_variable(str(error))) from None
+
+
+def _optional_fields() -> set[str]:
+    return {f.name for f in msgspec.structs.fields(Settings) if "None" in str(f.type) or f.default is None}
+
+
+def _name_variable(message: str) -> str:
+    """msgspec says `... - at `$.port``; operators think in variable names."""
+    text, found, where = message.rpartition(" - at `$.")
+    if not found:
+        return message
+    field = where.rstrip("`")
+    return f"{PREFIX}{field.upper()}: {text}"
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The settings as a dict with every secret (and any password inside a URL) replaced."""
+    shown: dict[str, Any] = msgspec.structs.asdict(settings)
+    for field, value in shown.items():
+        if value is None:
+            continue
+        if field in SECRET_FIELDS:
+            shown[field] = "********"
+        elif isinstance(value, str) and field.endswith("_url"):
+            shown[field] = mask_url_password(value)
+    return shown
+
+
+def mask_url_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":********@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
