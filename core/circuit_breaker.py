@@ -2,7 +2,8 @@
 
 Closed: calls go through. After `failure_threshold` consecutive failures it opens: calls are
 skipped for `reset_after_seconds`. Then it is half-open: one trial call goes through; success
-closes it, failure opens it again.
+closes it, failure opens it again. A trial that ends with neither (the caller was cancelled) is
+`record_abandoned`: the next caller may try instead, so a lost trial never jams the breaker.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ class CircuitBreaker(msgspec.Struct, kw_only=True):
             return True
         return False
 
+    @property
+    def is_closed(self) -> bool:
+        """Whether calls flow normally (not open and not waiting on a trial)."""
+        return self.state is BreakerState.CLOSED
+
     def record_success(self) -> None:
         self.state = BreakerState.CLOSED
         self.consecutive_failures = 0
@@ -49,3 +55,7 @@ class CircuitBreaker(msgspec.Struct, kw_only=True):
         if self.state is BreakerState.HALF_OPEN or self.consecutive_failures >= self.failure_threshold:
             self.state = BreakerState.OPEN
             self.opened_at = now
+
+    def record_abandoned(self) -> None:
+        """A call that was allowed ended without an outcome: free the half-open trial slot."""
+        self.trial_in_flight = False

@@ -1,0 +1,198 @@
+"""An in-memory `Database` with PostgreSQL's transaction semantics, for tests and `memory://`.
+
+What it mirrors (and `tests/contract/test_database_contract.py` holds it to): a unit of work's
+writes are visible to itself at once and to others only after `commit()`; rollback, an exception or
+leaving without `commit()` discards them; messages a unit of work has claimed or updated are row-
+locked until it ends, so other claimers skip them (`FOR UPDATE SKIP LOCKED`) and other updaters wait
+for them; positions come from a sequence that never goes back, even across rollbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+import msgspec
+
+from core.errors import DomainError, ErrorCode
+from core.outbox import OutboxMessage
+
+
+class _OutboxTable:
+    """The committed rows, the row locks, and the sequence, shared by every unit of work."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, OutboxMessage] = {}
+        self.last_position = 0
+        # Row locks (claimed or updated rows) and uncommitted inserts, by message id → owner.
+        self.locks: dict[str, object] = {}
+        self.inserting: dict[str, object] = {}
+        self.released = asyncio.Condition()
+
+    def next_position(self) -> int:
+        self.last_position += 1
+        return self.last_position
+
+    async def wait_until_free(self, table: dict[str, object], message_id: str, owner: object) -> None:
+        """Wait while another unit of work holds `message_id` in `table`, as PostgreSQL would block."""
+        if table.get(message_id, owner) is owner:
+            return
+        async with self.released:
+            await self.released.wait_for(lambda: table.get(message_id, owner) is owner)
+
+    async def release(self, owner: object) -> None:
+        for table in (self.locks, self.inserting):
+            for message_id in [key for key, holder in table.items() if holder is owner]:
+                del table[message_id]
+        async with self.released:
+            self.released.notify_all()
+
+
+class MemoryDatabase:
+    """Implements `core.ports.Database` in memory, with the same transaction semantics as PostgreSQL."""
+
+    def __init__(self) -> None:
+        self._outbox = _OutboxTable()
+
+    def unit_of_work(self) -> MemoryUnitOfWork:
+        return MemoryUnitOfWork(self._outbox)
+
+    async def ping(self) -> None:
+        return None
+
+    def committed_outbox(self) -> list[OutboxMessage]:
+        """Every committed outbox message, published or not, by position (for tests' assertions)."""
+        return sorted(self._outbox.rows.values(), key=lambda message: message.position)
+
+
+class MemoryUnitOfWork:
+    """Implements `core.ports.UnitOfWork` in memory; finished after `commit()` or `rollback()`."""
+
+    def __init__(self, table: _OutboxTable) -> None:
+        self._table = table
+        self._active = False
+        self._entered = False
+        self.outbox = MemoryOutboxRepository(self, table)
+
+    def require_active(self) -> None:
+        if not self._active:
+            raise RuntimeError("the unit of work is not in a transaction (not entered, or already ended)")
+
+    async def __aenter__(self) -> Self:
+        if self._entered:
+            raise RuntimeError("a unit of work can be entered only once")
+        self._entered = self._active = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.rollback()
+
+    async def commit(self) -> None:
+        if not self._active:
+            raise RuntimeError("nothing to commit: the unit of work is not in a transaction")
+        self._active = False
+        self.outbox.apply()
+        await self._table.release(self.outbox)
+
+    async def rollback(self) -> None:
+        if not self._active:
+            return
+        self._active = False
+        self.outbox.discard()
+        await self._table.release(self.outbox)
+
+
+class MemoryOutboxRepository:
+    """Implements `core.ports.OutboxRepository` over the shared table, buffering writes until commit."""
+
+    def __init__(self, uow: MemoryUnitOfWork, table: _OutboxTable) -> None:
+        self._uow = uow
+        self._table = table
+        self._added: dict[str, OutboxMessage] = {}
+        self._published: dict[str, datetime] = {}
+
+    async def add(self, message: OutboxMessage) -> None:
+        self._uow.require_active()
+        occurred_at = _require_aware(message.occurred_at, "occurred_at").astimezone(UTC)
+        # Encoding and decoding copies the payload, and fails on what PostgreSQL's jsonb would refuse.
+        payload = msgspec.json.decode(msgspec.json.encode(message.payload), type=dict[str, Any])
+        # Like a unique index: wait for a concurrent insert of the same id to commit or roll back.
+        await self._table.wait_until_free(self._table.inserting, message.id, self)
+        if message.id in self._table.rows or message.id in self._added:
+            raise DomainError(ErrorCode.CONFLICT, "Outbox message already exists", message_id=message.id)
+        self._table.inserting[message.id] = self
+        self._added[message.id] = msgspec.structs.replace(
+            message,
+            occurred_at=occurred_at,
+            payload=payload,
+            position=self._table.next_position(),
+            published_at=None,
+        )
+
+    async def claim_unpublished(self, limit: int) -> list[OutboxMessage]:
+        self._uow.require_active()
+        if limit < 0:
+            raise ValueError("limit must not be negative")
+        candidates = sorted(
+            (
+                message
+                for message in self._visible()
+                if self._table.locks.get(message.id, self) is self  # SKIP LOCKED
+            ),
+            key=lambda message: message.position,
+        )[:limit]
+        for message in candidates:
+            self._table.locks[message.id] = self
+        return candidates
+
+    async def mark_published(self, ids: Sequence[str], at: datetime) -> None:
+        self._uow.require_active()
+        published_at = _require_aware(at, "at")
+        for message_id in dict.fromkeys(ids):
+            if message_id not in self._added:
+                if message_id not in self._table.rows:
+                    continue
+                # An UPDATE waits for the row's lock, then re-checks the row as committed meanwhile.
+                await self._table.wait_until_free(self._table.locks, message_id, self)
+            if self._is_unpublished(message_id):
+                self._published[message_id] = published_at
+                self._table.locks[message_id] = self
+
+    def apply(self) -> None:
+        """Make this unit of work's writes the committed state (called by `commit()`)."""
+        self._table.rows.update(self._added)
+        for message_id, published_at in self._published.items():
+            message = self._table.rows[message_id]
+            self._table.rows[message_id] = msgspec.structs.replace(message, published_at=published_at)
+        self.discard()
+
+    def discard(self) -> None:
+        self._added.clear()
+        self._published.clear()
+
+    def _visible(self) -> list[OutboxMessage]:
+        """Unpublished messages as this unit of work sees them: committed rows plus its own writes."""
+        rows = {**self._table.rows, **self._added}
+        return [
+            message
+            for message_id, message in rows.items()
+            if message.published_at is None and message_id not in self._published
+        ]
+
+    def _is_unpublished(self, message_id: str) -> bool:
+        message = self._added.get(message_id) or self._table.rows.get(message_id)
+        return message is not None and message.published_at is None and message_id not in self._published
+
+
+def _require_aware(moment: datetime, name: str) -> datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware")
+    return moment

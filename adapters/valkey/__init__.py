@@ -1,0 +1,1 @@
+"""Valkey (or Redis 7) adapters: the shared cache, and the client they are built on."""

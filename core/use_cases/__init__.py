@@ -1,0 +1,1 @@
+"""Use cases: async functions whose only collaborators are ports."""
