@@ -219,7 +219,8 @@ class OutboxRepository(Protocol):
 class UnitOfWork(Protocol):
     """One transaction. Leaving the block without `commit()` (or through an exception) rolls back."""
 
-    outbox: OutboxRepository
+    @property
+    def outbox(self) -> OutboxRepository: ...
 
     async def __aenter__(self) -> Self: ...
 

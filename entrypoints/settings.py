@@ -8,6 +8,7 @@ can act on.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +20,13 @@ PREFIX = "PICTOR_"
 
 # Variables that share the prefix but configure tests and tooling, not the service.
 _NOT_SETTINGS = frozenset(
-    {"PICTOR_REQUIRE_SERVICES", "PICTOR_TEST_DATABASE_URL", "PICTOR_TEST_VALKEY_URL", "PICTOR_ENV_FILE"}
+    {
+        "PICTOR_REQUIRE_SERVICES",
+        "PICTOR_TEST_DATABASE_URL",
+        "PICTOR_TEST_VALKEY_URL",
+        "PICTOR_ENV_FILE",
+        "PICTOR_DRAIN_FILE",
+    }
 )
 
 _SCHEMES: dict[str, frozenset[str]] = {
@@ -50,6 +57,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     storage_url: str | None = None
     queue_url: str | None = None
     secrets_dir: str | None = None  # default: {data_dir}/secrets
+    namespace: str = "pictor"  # prefixes Valkey keys and queue names: several instances can share one server
 
     # S3-compatible storage.
     s3_endpoint: str | None = None
@@ -123,6 +131,10 @@ def _check_settings(s: Settings) -> None:
             raise SettingsError(
                 f"{PREFIX}{field.upper()}: scheme must be one of {', '.join(sorted(schemes))}, got {url!r}"
             )
+    if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", s.namespace):
+        raise SettingsError(
+            f"{PREFIX}NAMESPACE: 1-32 characters of a-z, 0-9, _ and -, starting with a letter"
+        )
     if not 0 < s.port < 65536:
         raise SettingsError(f"{PREFIX}PORT: must be between 1 and 65535, got {s.port}")
     if s.base_url is not None and urlsplit(s.base_url).scheme not in ("http", "https"):

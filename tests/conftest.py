@@ -64,7 +64,7 @@ def s3_bucket(moto_endpoint: str) -> str:
         "s3",
         endpoint_url=moto_endpoint,
         aws_access_key_id="test",
-        aws_secret_access_key="test",  # noqa: S106 - moto accepts anything
+        aws_secret_access_key="test",
         region_name="us-east-1",
     )
     client.create_bucket(Bucket=name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -239,10 +240,17 @@ class TestRequestsAndCommands:
         with pytest.raises(ValueError, match="header"):
             parse_header(text)
 
-    def test_command_substitutes_python_port_and_root(self) -> None:
-        argv = expand_command("{python} -m x --port {port} --dir '{root}/a b'", 9000)
+    def test_command_substitutes_python_bin_port_and_root(self) -> None:
+        argv = expand_command("{python} {bin}/x --port {port} --dir '{root}/a b'", 9000)
 
-        assert argv == [sys.executable, "-m", "x", "--port", "9000", "--dir", f"{http_load.ROOT}/a b"]
+        assert argv == [
+            sys.executable,
+            f"{Path(sys.executable).parent}/x",
+            "--port",
+            "9000",
+            "--dir",
+            f"{http_load.ROOT}/a b",
+        ]
 
     def test_command_must_take_the_port(self) -> None:
         with pytest.raises(ValueError, match="port"):

@@ -1,0 +1,342 @@
+"""SAQ's Redis and PostgreSQL queues with Pictor's rules layered on.
+
+What the subclasses change, and why:
+- Retries use `core.jobs.retry_delay` (exponential back-off with *equal* jitter, so each wait is at
+  least as long as the one before); SAQ's own back-off draws the whole delay at random. The planned
+  delay is written into the job as a fixed `retry_delay`, and the job's `scheduled` time says when
+  the retry is due.
+- A sweep that takes a job from a silent worker after its last try marks it failed (out of
+  attempts), like a job whose last try timed out, where SAQ would say aborted.
+- Redis: scheduling and sweeping take their cluster-wide locks in milliseconds, so sub-second
+  intervals work (SAQ's SETEX needs whole seconds); an abort of a delayed job finishes it (SAQ
+  leaves it "aborting" for ever); finished jobs are indexed per state for `stats`.
+- PostgreSQL: the `scheduled` column holds whole seconds, so due times are rounded *up* (a delayed
+  job never runs early); a finished job's key can be enqueued again at once (SAQ refuses until the
+  new due time is later than the old one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from textwrap import dedent
+from typing import Any, Protocol
+
+from psycopg.sql import SQL
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+from saq.job import TERMINAL_STATUSES, Job, Status
+from saq.queue.postgres import PostgresQueue
+from saq.queue.redis import RedisQueue
+
+from adapters.queue.conventions import SWEPT_ERROR
+from core.jobs import retry_delay
+
+META_CORRELATION_ID = "correlation_id"
+META_RETRY_BASE = "retry_base_seconds"
+META_RETRY_BACKOFF = "retry_backoff"
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStats:
+    """Counts straight from the store; `oldest_ready_since` is an epoch time in seconds."""
+
+    queued: int
+    active: int
+    complete: int
+    failed: int
+    aborted: int
+    oldest_ready_since: float | None
+
+
+class PictorQueue(Protocol):
+    """What SaqJobQueue needs of a SAQ queue beyond `saq.Queue` itself."""
+
+    name: str
+
+    async def connect(self) -> None: ...
+
+    async def disconnect(self) -> None: ...
+
+    async def enqueue(self, job_or_func: str | Job, **kwargs: Any) -> Job | None: ...
+
+    async def job(self, job_key: str) -> Job | None: ...
+
+    async def abort(self, job: Job, error: str, ttl: float = 5) -> None: ...
+
+    async def replace_finished(self, key: str) -> bool:
+        """Forget a finished job with this key so the key can be enqueued again."""
+        ...
+
+    async def pictor_stats(self) -> BackendStats: ...
+
+
+def plan_retry(job: Job, jitter: float) -> float:
+    """Set the job up for its next try: our back-off delay, fixed, so SAQ applies it as it is."""
+    base = float(job.meta.setdefault(META_RETRY_BASE, job.retry_delay))
+    backoff = bool(job.meta.setdefault(META_RETRY_BACKOFF, job.retry_backoff is not False))
+    delay = retry_delay(max(job.attempts, 1), base_seconds=base, backoff=backoff, jitter=jitter)
+    job.retry_delay = delay
+    job.retry_backoff = False
+    return delay
+
+
+def settled_status(job: Job, status: Status, error: str | None, swept_error: str) -> Status:
+    """A sweep's "aborted" for a job with no tries left is, for Pictor, a failure."""
+    if status is Status.ABORTED and error == swept_error and not job.retryable:
+        return Status.FAILED
+    return status
+
+
+class PictorRedisQueue(RedisQueue):
+    """SAQ's Redis queue with Pictor's retry, scheduling and statistics rules."""
+
+    _SCHEDULE = dedent(
+        """
+        if redis.call('SET', KEYS[1], 1, 'NX', 'PX', ARGV[1]) then
+            local jobs = redis.call('ZRANGEBYSCORE', KEYS[2], 1, ARGV[2])
+            for _, v in ipairs(jobs) do
+                redis.call('ZADD', KEYS[2], 0, v)
+                redis.call('RPUSH', KEYS[3], v)
+            end
+            return jobs
+        end
+        return {}
+        """
+    )
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        name: str,
+        random: Callable[[], float],
+        sweep_abort_wait_seconds: float,
+    ) -> None:
+        super().__init__(redis, name=name, swept_error_message=SWEPT_ERROR)
+        self._random = random
+        self._sweep_abort_wait = sweep_abort_wait_seconds
+        self._finished_sets = {
+            status: self.namespace(f"finished:{status.value}") for status in TERMINAL_STATUSES
+        }
+        self._pictor_schedule = redis.register_script(self._SCHEDULE)
+
+    async def schedule(self, lock: int = 1) -> list[str]:
+        lock_ms = max(1, int(lock * 1000))
+        job_ids = await self._pictor_schedule(
+            keys=[self._schedule, self._incomplete, self._queued], args=[lock_ms, time.time()]
+        )
+        return [job_id.decode() for job_id in job_ids or []]
+
+    async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
+        return await super().sweep(max(1, math.ceil(lock)), abort=self._sweep_abort_wait)
+
+    async def retry(self, job: Job, error: str | None) -> None:
+        delay = plan_retry(job, self._random())
+        # The schedule script pushes every job whose score is >= 1 onto the ready list, so an
+        # immediate retry (pushed by SAQ at once) must carry scheduled = 0 or it would run twice.
+        job.scheduled = time.time() + delay if delay > 0 else 0  # type: ignore[assignment]
+        await super().retry(job, error)
+
+    async def _retry(self, job: Job, error: str | None) -> None:
+        await super()._retry(job, error)
+        await self._forget_finished(job.id)
+
+    async def finish(
+        self,
+        job: Job,
+        status: Status,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        status = settled_status(job, status, error, self.swept_error_message)
+        await super().finish(job, status, result=result, error=error, **kwargs)
+
+    async def _finish(
+        self,
+        job: Job,
+        status: Status,
+        *,
+        result: Any = None,
+        error: str | None = None,
+    ) -> None:
+        await super()._finish(job, status, result=result, error=error)
+        now = time.time()
+        expires = math.inf if job.ttl == 0 else now + job.ttl
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for finished_status, key in self._finished_sets.items():
+                pipe.zremrangebyscore(key, "-inf", now)
+                if finished_status is status and job.ttl >= 0:
+                    pipe.zadd(key, {job.id: expires})
+                else:
+                    pipe.zrem(key, job.id)
+            await pipe.execute()
+
+    async def _enqueue(self, job: Job) -> Job | None:
+        enqueued = await super()._enqueue(job)
+        if enqueued is not None:
+            await self._forget_finished(job.id)
+        return enqueued
+
+    async def abort(self, job: Job, error: str, ttl: float = 5) -> None:
+        waiting = job.status in (Status.NEW, Status.QUEUED)
+        await super().abort(job, error, ttl)
+        if waiting and job.status is Status.ABORTING:
+            # A delayed job (or one waiting for a retry) sits on no list SAQ's abort looks at, and no
+            # worker holds it: nothing else would ever finish the abort.
+            await self.finish(job, Status.ABORTED, error=error)
+            await self.redis.delete(job.abort_id)
+
+    async def disconnect(self) -> None:
+        # The client is shared by every queue and closed by its owner; the pub/sub is this queue's.
+        await self._pubsub.close()
+
+    async def replace_finished(self, key: str) -> bool:
+        return False  # SAQ on Redis already accepts a finished job's key again
+
+    async def pictor_stats(self) -> BackendStats:
+        now = time.time()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zcard(self._incomplete)
+            pipe.llen(self._active)
+            pipe.lindex(self._queued, 0)
+            for key in self._finished_sets.values():
+                pipe.zremrangebyscore(key, "-inf", now)
+                pipe.zcard(key)
+            incomplete, active, head, *finished = await pipe.execute()
+        counts = dict(zip(self._finished_sets, finished[1::2], strict=True))
+        oldest = None
+        if head is not None:
+            job = await self._get_job_by_id(head)
+            if job is not None:
+                oldest = max(job.queued / 1000, float(job.scheduled))
+        return BackendStats(
+            # The incomplete set holds every unfinished job, running ones included.
+            queued=max(0, int(incomplete) - int(active)),
+            active=int(active),
+            complete=int(counts[Status.COMPLETE]),
+            failed=int(counts[Status.FAILED]),
+            aborted=int(counts[Status.ABORTED]),
+            oldest_ready_since=oldest,
+        )
+
+    async def _forget_finished(self, job_id: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for key in self._finished_sets.values():
+                pipe.zrem(key, job_id)
+            await pipe.execute()
+
+
+class PictorPostgresQueue(PostgresQueue):
+    """SAQ's PostgreSQL queue with Pictor's retry, scheduling and statistics rules.
+
+    Several of these share one connection pool, which their owner opens and closes.
+    """
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        *,
+        name: str,
+        random: Callable[[], float],
+        sweep_abort_wait_seconds: float,
+        lock_keyspace: int,
+    ) -> None:
+        super().__init__(
+            pool=pool,
+            name=name,
+            swept_error_message=SWEPT_ERROR,
+            saq_lock_keyspace=lock_keyspace,
+            manage_pool_lifecycle=False,
+        )
+        self._random = random
+        self._sweep_abort_wait = sweep_abort_wait_seconds
+
+    async def disconnect(self) -> None:
+        # SAQ leaves its LISTEN task holding a pooled connection; end it so the pool can close.
+        listener = self._listener._daemon_task
+        await self._listener.close()
+        if listener is not None:
+            await asyncio.wait([listener])
+        await super().disconnect()
+
+    async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
+        return await super().sweep(lock, abort=self._sweep_abort_wait)
+
+    async def retry(self, job: Job, error: str | None) -> None:
+        plan_retry(job, self._random())
+        await super().retry(job, error)
+
+    async def _retry(self, job: Job, error: str | None) -> None:
+        delay = job.retry_delay
+        # Whole seconds in the column: round up, so a retry never comes early.
+        scheduled = math.ceil(time.time() + delay) if delay > 0 else int(time.time())
+        await self.update(job, status=Status.QUEUED, scheduled=scheduled, expire_at=None)
+
+    async def _enqueue(self, job: Job) -> Job | None:
+        if job.scheduled:
+            job.scheduled = math.ceil(job.scheduled)
+        return await super()._enqueue(job)
+
+    async def finish(
+        self,
+        job: Job,
+        status: Status,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        status = settled_status(job, status, error, self.swept_error_message)
+        await super().finish(job, status, result=result, error=error, **kwargs)
+
+    async def replace_finished(self, key: str) -> bool:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                SQL(
+                    "DELETE FROM {jobs} WHERE key = %(key)s AND queue = %(queue)s"
+                    " AND status IN ('aborted', 'complete', 'failed')"
+                ).format(jobs=self.jobs_table),
+                {"key": key, "queue": self.name},
+            )
+            return cursor.rowcount > 0
+
+    async def pictor_stats(self) -> BackendStats:
+        now = time.time()
+        async with self.pool.connection() as conn:
+            # One pass over this queue's rows through the (status, queue, …) indexes; finished rows
+            # past their expiry wait for the sweep to delete them and are not counted.
+            cursor = await conn.execute(
+                SQL(
+                    dedent(
+                        """
+                        SELECT status, count(*), min(scheduled) FILTER (WHERE scheduled <= %(now)s)
+                        FROM {jobs}
+                        WHERE status = ANY(%(statuses)s) AND queue = %(queue)s
+                          AND (expire_at IS NULL OR expire_at > %(now)s)
+                        GROUP BY status
+                        """
+                    )
+                ).format(jobs=self.jobs_table),
+                {
+                    "now": now,
+                    "queue": self.name,
+                    "statuses": ["new", "queued", "active", "aborting", "aborted", "complete", "failed"],
+                },
+            )
+            rows = await cursor.fetchall()
+        counts = {status: int(count) for status, count, _ in rows}
+        ready = [float(oldest) for status, _, oldest in rows if status in ("new", "queued") and oldest]
+        return BackendStats(
+            queued=counts.get("new", 0) + counts.get("queued", 0),
+            active=counts.get("active", 0),
+            complete=counts.get("complete", 0),
+            failed=counts.get("failed", 0),
+            aborted=counts.get("aborted", 0) + counts.get("aborting", 0),
+            oldest_ready_since=min(ready, default=None),
+        )

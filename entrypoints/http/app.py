@@ -1,0 +1,120 @@
+"""The Litestar application factory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any, cast
+
+import svcs
+from litestar import Litestar, get
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.response import Redirect
+from litestar.static_files import create_static_files_router
+from swagger_ui_bundle import swagger_ui_path
+
+from entrypoints.http.problems import problem_details_plugin
+from entrypoints.http.request_context import RequestContext
+from entrypoints.http.routes.files import download_file
+from entrypoints.http.routes.health import live, ready
+from entrypoints.http.routes.metrics import MetricsController
+from entrypoints.http.routes.problem_types import get_problem_type, list_problem_types
+from entrypoints.http.shutdown import ShutdownState
+from entrypoints.http.svcs_plugin import SvcsPlugin
+from entrypoints.settings import Settings
+from entrypoints.wiring import service_registry
+
+VERSION = "0.1.0"
+DRAIN_FILE_VARIABLE = "PICTOR_DRAIN_FILE"  # set by `pictor serve` for its server processes
+
+RegistryFactory = Callable[[], AbstractAsyncContextManager[svcs.Registry]]
+Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
+
+
+@get("/docs", include_in_schema=False, sync_to_thread=False)
+def docs() -> Redirect:
+    return Redirect("/schema/swagger")
+
+
+def _openapi_config() -> OpenAPIConfig:
+    assets = "/docs/assets"
+    return OpenAPIConfig(
+        title="Pictor",
+        version=VERSION,
+        description="Image generation as a service. Errors are RFC 9457 problem+json with a stable `code`.",
+        path="/schema",
+        render_plugins=[
+            JsonRenderPlugin(),  # /schema/openapi.json
+            YamlRenderPlugin(),
+            SwaggerRenderPlugin(
+                path="/swagger",
+                js_url=f"{assets}/swagger-ui-bundle.js",
+                css_url=f"{assets}/swagger-ui.css",
+                standalone_preset_js_url=f"{assets}/swagger-ui-standalone-preset.js",
+            ),
+        ],
+        components=Components(
+            security_schemes={
+                "bearer": SecurityScheme(
+                    type="http",
+                    scheme="bearer",
+                    description="A session token or an API key (`pk_live_…`).",
+                )
+            }
+        ),
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    registry_factory: RegistryFactory | None = None,
+    extra_lifespans: Sequence[Lifespan] = (),
+) -> Litestar:
+    """The HTTP API for `settings`.
+
+    `registry_factory` replaces the wiring (tests pass one over in-memory adapters);
+    `extra_lifespans` run inside the registry's lifetime (the embedded worker uses it).
+    """
+    factory = registry_factory or (lambda: service_registry(settings))
+    drain_file = os.environ.get(DRAIN_FILE_VARIABLE)
+    shutdown = ShutdownState(Path(drain_file) if drain_file else None)
+
+    @asynccontextmanager
+    async def mark_draining(_: Litestar) -> AsyncIterator[None]:
+        yield
+        shutdown.begin()  # first thing on shutdown: readiness fails
+
+    app = Litestar(
+        route_handlers=[
+            live,
+            ready,
+            MetricsController,
+            download_file,
+            list_problem_types,
+            get_problem_type,
+            docs,
+            create_static_files_router(
+                path="/docs/assets", directories=[swagger_ui_path], include_in_schema=False
+            ),
+        ],
+        plugins=[SvcsPlugin(factory), problem_details_plugin()],
+        lifespan=[*extra_lifespans, mark_draining],
+        openapi_config=_openapi_config(),
+        logging_config=None,
+        state=_state(shutdown=shutdown, settings=settings),
+        request_max_body_size=10 * 1024 * 1024,
+    )
+    hsts = settings.public_base_url.startswith("https:")
+    app.asgi_handler = cast("Any", RequestContext(cast("Any", app.asgi_handler), hsts=hsts))
+    return app
+
+
+def _state(**values: Any) -> Any:
+    from litestar.datastructures import State
+
+    return State(values)

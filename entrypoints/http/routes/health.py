@@ -1,0 +1,70 @@
+"""Liveness and readiness (health+json), readiness being the registry's pings."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import svcs
+from litestar import Request, get
+from litestar.response import Response
+
+from core.health import CheckResult, HealthStatus, overall_status
+from entrypoints.http.shutdown import ShutdownState
+from entrypoints.http.svcs_plugin import SvcsContainer
+from entrypoints.wiring import check_name_for
+
+PING_TIMEOUT_SECONDS = 3.0
+HEALTH_JSON = "application/health+json"
+
+
+@get("/health/live", sync_to_thread=False, include_in_schema=True, tags=["operations"], cache_control=None)
+def live() -> Response[dict[str, str]]:
+    """200 while the process runs."""
+    return Response({"status": "pass"}, media_type=HEALTH_JSON, headers={"Cache-Control": "no-store"})
+
+
+async def _run_ping(ping: svcs.ServicePing) -> CheckResult:
+    name, required = check_name_for(ping.name)
+    failed = HealthStatus.FAIL if required else HealthStatus.WARN  # optional: degraded, still ready
+    started = time.perf_counter()
+    output: str | None = None
+    try:
+        await asyncio.wait_for(ping.aping(), PING_TIMEOUT_SECONDS)
+    except TimeoutError:
+        status, output = failed, f"no answer within {PING_TIMEOUT_SECONDS:g} s"
+    except Exception as error:  # a failing dependency is a result here, not an error
+        status, output = failed, type(error).__name__
+    else:
+        status = HealthStatus.PASS
+    duration = round((time.perf_counter() - started) * 1000, 2)
+    return CheckResult(name=name, status=status, required=required, duration_ms=duration, output=output)
+
+
+@get("/health/ready", tags=["operations"])
+async def ready(request: Request[Any, Any, Any], svcs_container: SvcsContainer) -> Response[dict[str, Any]]:
+    """`pass` when every dependency answers; `503` with `fail` when a required one does not."""
+    results = await asyncio.gather(*(_run_ping(p) for p in svcs_container.get_pings()))
+    shutdown: ShutdownState = request.app.state.shutdown
+    draining = shutdown.draining
+    status = overall_status(results, shutting_down=draining)
+    body: dict[str, Any] = {
+        "status": status.value,
+        "checks": {
+            r.name: {
+                "status": r.status.value,
+                "duration_ms": r.duration_ms,
+                **({"output": r.output} if r.output else {}),
+            }
+            for r in results
+        },
+    }
+    if draining:
+        body["output"] = "shutting down"
+    return Response(
+        body,
+        status_code=503 if status is HealthStatus.FAIL else 200,
+        media_type=HEALTH_JSON,
+        headers={"Cache-Control": "no-store"},
+    )

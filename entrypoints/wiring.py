@@ -1,0 +1,223 @@
+"""The composition root: Settings in, an `svcs.Registry` of adapters out.
+
+The HTTP app, the worker and the CLI all build their services here, so they agree on which
+adapter serves each port. Adapters are chosen by URL scheme (DESIGN.md §2); every adapter with a
+dependency registers a ping, which is what `/health/ready` reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+
+import svcs
+
+from adapters.memory.cache import MemoryCache
+from adapters.memory.database import MemoryDatabase
+from adapters.queue.factory import job_queue_from_url
+from adapters.resilient_cache import ResilientCache
+from adapters.secrets import ChainedSecrets, EnvSecrets, FileSecrets
+from adapters.storage.factory import blob_store_from_url
+from adapters.storage.link_signer import LinkSigner
+from adapters.system import SystemClock, SystemIds
+from core.circuit_breaker import CircuitBreaker
+from core.errors import DomainError
+from core.ports import BlobStore, Cache, Clock, Database, Ids, JobQueue, Secrets
+from core.secrets import METRICS_TOKEN, URL_SIGNING_KEY
+from entrypoints.settings import Settings
+
+log = logging.getLogger("pictor.wiring")
+
+
+# Readiness check name and whether its failure makes the instance unready. The cache is optional:
+# a cache outage degrades latency (the breaker falls back to the source) but serves correctly.
+def _service_name(service_type: type) -> str:
+    return f"{service_type.__module__}.{service_type.__qualname__}"  # as svcs names a ping
+
+
+_CHECKS: dict[str, tuple[str, bool]] = {
+    _service_name(Database): ("database", True),
+    _service_name(Cache): ("cache", False),
+    _service_name(BlobStore): ("storage", True),
+    _service_name(JobQueue): ("queue", True),
+    _service_name(Secrets): ("secrets", True),
+}
+
+
+def check_name_for(service_name: str) -> tuple[str, bool]:
+    return _CHECKS.get(service_name, (service_name.rsplit(".", 1)[-1].lower(), True))
+
+
+class PendingMigrationsError(RuntimeError):
+    pass
+
+
+@contextmanager
+def database_url_for(settings: Settings) -> Iterator[str]:
+    """The configured database URL, or that of the embedded PostgreSQL, started for the block.
+
+    Stopping leaves the embedded server running while another process still uses it.
+    """
+    if settings.database_url is not None:
+        yield settings.database_url
+        return
+    from adapters.postgres.embedded import EmbeddedPostgres
+
+    embedded = EmbeddedPostgres(settings.data_path / "postgres")
+    url = embedded.start()
+    try:
+        yield url
+    finally:
+        embedded.stop()
+
+
+def queue_url_of(settings: Settings, database_url: str) -> str:
+    # The embedded default is SAQ's PostgreSQL queue on the same database.
+    return settings.queue_url or database_url
+
+
+def build_secrets(settings: Settings, environ: Mapping[str, str]) -> Secrets:
+    """Environment first (PICTOR_SECRET_* and dedicated settings), then the secrets directory."""
+    env = EnvSecrets(environ, extra={METRICS_TOKEN: settings.metrics_token})
+    return ChainedSecrets([env, FileSecrets(settings.secrets_path)])
+
+
+async def ensure_generated_secrets(settings: Settings, environ: Mapping[str, str]) -> list[str]:
+    """Create the secrets Pictor needs and nobody configured, in the secrets directory.
+
+    Returns the names it created. A generated key is kept on disk, so links it signed keep
+    working after a restart.
+    """
+    configured = build_secrets(settings, environ)
+    files = FileSecrets(settings.secrets_path, ttl_seconds=0)
+    created = []
+    for name in (URL_SIGNING_KEY, METRICS_TOKEN):
+        if not await configured.versions(name):
+            settings.secrets_path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            files.add_version(name, SystemIds().token(32))
+            created.append(name)
+    return created
+
+
+@asynccontextmanager
+async def service_registry(
+    settings: Settings, *, environ: Mapping[str, str] | None = None, check_migrations: bool = True
+) -> AsyncIterator[svcs.Registry]:
+    """An open registry for `settings`; everything it opened is closed on exit."""
+    environ = dict(os.environ if environ is None else environ)
+    async with AsyncExitStack() as stack:  # outlives the registry: the embedded database stops last
+        database = database_url_for(settings)
+        database_url = await asyncio.to_thread(database.__enter__)  # blocks while PostgreSQL starts
+        stack.push_async_callback(asyncio.to_thread, database.__exit__, None, None, None)
+        registry = svcs.Registry()
+        try:
+            await _register_all(registry, settings, environ, database_url, check_migrations=check_migrations)
+            yield registry
+        finally:
+            await registry.aclose()
+
+
+async def _register_all(
+    registry: svcs.Registry,
+    settings: Settings,
+    environ: dict[str, str],
+    database_url: str,
+    *,
+    check_migrations: bool,
+) -> None:
+    clock = SystemClock()
+    ids = SystemIds()
+    secrets = build_secrets(settings, environ)
+    registry.register_value(Settings, settings)
+    registry.register_value(Clock, clock)
+    registry.register_value(Ids, ids)
+    registry.register_value(Secrets, secrets, ping=Secrets.ping)
+
+    registry.register_value(
+        Database, await _open_database(registry, settings, database_url, check_migrations), ping=Database.ping
+    )
+    registry.register_value(Cache, await _open_cache(registry, settings), ping=Cache.ping)
+
+    signer = LinkSigner(secrets, clock, settings.public_base_url)
+    registry.register_value(LinkSigner, signer)
+    store = blob_store_from_url(
+        settings.resolved_storage_url,
+        secrets=secrets,
+        clock=clock,
+        public_base_url=settings.public_base_url,
+        s3_endpoint=settings.s3_endpoint,
+        s3_region=settings.s3_region,
+        s3_access_key_id=settings.s3_access_key_id,
+        s3_secret_access_key=settings.s3_secret_access_key,
+        s3_allow_http=settings.s3_allow_http,
+    )
+    registry.register_value(BlobStore, store, ping=BlobStore.ping)
+
+    queue = job_queue_from_url(queue_url_of(settings, database_url), name_prefix=settings.namespace)
+    registry.register_value(JobQueue, queue, ping=JobQueue.ping, on_registry_close=queue.close)
+
+
+async def _open_database(
+    registry: svcs.Registry, settings: Settings, url: str, check_migrations: bool
+) -> Database:
+    if url.startswith("memory:"):
+        return MemoryDatabase()
+    from adapters.postgres.database import PostgresDatabase
+    from adapters.postgres.instrumentation import forget_pool_stats, report_pool_stats
+    from adapters.postgres.migrations import pending_migrations
+    from adapters.postgres.pool import open_pool
+
+    pool = await open_pool(
+        url,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        acquire_timeout=settings.db_pool_acquire_timeout,
+        max_idle=settings.db_pool_idle_timeout,
+        statement_timeout_ms=settings.db_statement_timeout_ms,
+        slow_query_seconds=settings.db_slow_query_seconds,
+    )
+    # Pool gauges are refreshed in the background so every process reports its own pool.
+    reporter = asyncio.create_task(report_pool_stats(pool, every_seconds=5.0), name="pool-stats")
+
+    async def close_pool() -> None:
+        reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporter
+        await pool.close()
+        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:  # multiprocess mode cannot remove series
+            forget_pool_stats(pool.name)
+
+    registry.register_value(type(pool), pool, on_registry_close=close_pool)
+    if check_migrations:
+        pending = await pending_migrations(pool)
+        if pending:
+            raise PendingMigrationsError(
+                f"{len(pending)} pending migration(s): {', '.join(pending)}; run `pictor migrate` first"
+            )
+    return PostgresDatabase(pool)
+
+
+async def _open_cache(registry: svcs.Registry, settings: Settings) -> Cache:
+    url = settings.valkey_url
+    if url is None or url.startswith("memory:"):
+        return MemoryCache()
+    from adapters.valkey.cache import ValkeyCache
+    from adapters.valkey.client import create_valkey_client
+
+    client = create_valkey_client(url)
+    registry.register_value(type(client), client, on_registry_close=client.aclose)
+    return ResilientCache(ValkeyCache(client, key_prefix=f"{settings.namespace}:"), breaker=CircuitBreaker())
+
+
+__all__ = [
+    "DomainError",
+    "PendingMigrationsError",
+    "check_name_for",
+    "database_url_for",
+    "ensure_generated_secrets",
+    "service_registry",
+]

@@ -1,0 +1,54 @@
+from contextlib import asynccontextmanager
+
+from litestar.testing import AsyncTestClient
+
+from core.ports import Database
+from entrypoints.wiring import service_registry
+
+
+async def test_live_answers_pass(client):
+    response = await client.get("/health/live")
+    assert response.status_code == 200
+    assert response.json() == {"status": "pass"}
+    assert response.headers["content-type"].startswith("application/health+json")
+
+
+async def test_ready_reports_every_dependency(client):
+    response = await client.get("/health/ready")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "pass"
+    assert set(body["checks"]) >= {"database", "cache", "storage", "queue", "secrets"}
+    assert all(check["status"] == "pass" for check in body["checks"].values())
+
+
+class _BrokenDatabase:
+    def unit_of_work(self):
+        raise ConnectionError("down")
+
+    async def ping(self):
+        raise ConnectionError("connection refused to postgres://app:hunter2@host")
+
+
+async def test_ready_fails_with_503_when_a_required_dependency_fails(make_app, settings, environ):
+    @asynccontextmanager
+    async def broken_database():
+        async with service_registry(settings, environ=environ) as registry:
+            registry.register_value(Database, _BrokenDatabase(), ping=_BrokenDatabase.ping)
+            yield registry
+
+    async with AsyncTestClient(app=make_app(registry_factory=broken_database)) as client:
+        response = await client.get("/health/ready")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "fail"
+    assert body["checks"]["database"]["status"] == "fail"
+    assert "hunter2" not in response.text  # the failure is named, its message is not echoed
+    assert body["checks"]["storage"]["status"] == "pass"
+
+
+async def test_ready_fails_once_shutdown_begins(client):
+    client.app.state.shutdown.begin()
+    response = await client.get("/health/ready")
+    assert response.status_code == 503
+    assert response.json()["status"] == "fail"
