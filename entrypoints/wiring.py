@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from typing import Any
+from urllib.parse import urlsplit
 
 import svcs
 
@@ -83,7 +85,8 @@ def queue_url_of(settings: Settings, database_url: str) -> str:
 def build_secrets(settings: Settings, environ: Mapping[str, str]) -> Secrets:
     """Environment first (PICTOR_SECRET_* and dedicated settings), then the secrets directory."""
     env = EnvSecrets(environ, extra={METRICS_TOKEN: settings.metrics_token})
-    return ChainedSecrets([env, FileSecrets(settings.secrets_path)])
+    files = FileSecrets(settings.secrets_path, required=settings.secrets_dir is not None)
+    return ChainedSecrets([env, files])
 
 
 async def ensure_generated_secrets(settings: Settings, environ: Mapping[str, str]) -> list[str]:
@@ -135,12 +138,12 @@ async def _register_all(
     registry.register_value(Settings, settings)
     registry.register_value(Clock, clock)
     registry.register_value(Ids, ids)
-    registry.register_value(Secrets, secrets, ping=Secrets.ping)
+    registry.register_value(Secrets, secrets, ping=_secrets_ping(settings))
 
     registry.register_value(
-        Database, await _open_database(registry, settings, database_url, check_migrations), ping=Database.ping
+        Database, await _open_database(registry, settings, database_url, check_migrations), ping=_ping
     )
-    registry.register_value(Cache, await _open_cache(registry, settings), ping=Cache.ping)
+    registry.register_value(Cache, await _open_cache(registry, settings), ping=_ping)
 
     signer = LinkSigner(secrets, clock, settings.public_base_url)
     registry.register_value(LinkSigner, signer)
@@ -155,10 +158,27 @@ async def _register_all(
         s3_secret_access_key=settings.s3_secret_access_key,
         s3_allow_http=settings.s3_allow_http,
     )
-    registry.register_value(BlobStore, store, ping=BlobStore.ping)
+    registry.register_value(BlobStore, store, ping=_ping)
 
     queue = job_queue_from_url(queue_url_of(settings, database_url), name_prefix=settings.namespace)
-    registry.register_value(JobQueue, queue, ping=JobQueue.ping, on_registry_close=queue.close)
+    registry.register_value(JobQueue, queue, ping=_ping, on_registry_close=queue.close)
+
+
+async def _ping(service: Any) -> None:
+    """svcs calls this with the service; awaiting the service's own ping is the readiness check."""
+    await service.ping()
+
+
+def _secrets_ping(settings: Settings) -> Callable[[Secrets], Awaitable[None]]:
+    """The sources answer, and the keys this configuration needs are there."""
+    needs_link_key = urlsplit(settings.resolved_storage_url).scheme in ("file", "memory")
+
+    async def ping(secrets: Secrets) -> None:
+        await secrets.ping()
+        if needs_link_key:
+            await secrets.current(URL_SIGNING_KEY)  # DomainError(secret_missing) names it
+
+    return ping
 
 
 async def _open_database(

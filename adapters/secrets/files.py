@@ -33,9 +33,15 @@ class FileSecrets:
     """Implements `core.ports.Secrets` over a directory."""
 
     def __init__(
-        self, directory: Path, *, ttl_seconds: float = 5.0, monotonic: Callable[[], float] = time.monotonic
+        self,
+        directory: Path,
+        *,
+        ttl_seconds: float = 5.0,
+        monotonic: Callable[[], float] = time.monotonic,
+        required: bool = False,
     ) -> None:
         self._directory = directory
+        self._required = required  # an explicitly configured directory must exist (a failed mount)
         self._ttl = ttl_seconds
         self._monotonic = monotonic
         self._cache: dict[str, tuple[float, list[SecretVersion]]] = {}
@@ -100,5 +106,9 @@ class FileSecrets:
             handle.write(value + "\n")
 
     async def ping(self) -> None:
-        if not await asyncio.to_thread(self._directory.is_dir):
+        """A missing optional directory just holds no secrets; one that exists must be readable."""
+        exists = await asyncio.to_thread(self._directory.is_dir)
+        if not exists and self._required:
             raise FileNotFoundError(f"secrets directory {self._directory} does not exist")
+        if exists and not await asyncio.to_thread(os.access, self._directory, os.R_OK | os.X_OK):
+            raise PermissionError(f"secrets directory {self._directory} is not readable")

@@ -42,7 +42,8 @@ class PictorProcess:
         )
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def wait_ready(self, base_url: str, timeout: float = 30.0) -> dict[str, object]:

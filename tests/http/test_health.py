@@ -52,3 +52,17 @@ async def test_ready_fails_once_shutdown_begins(client):
     response = await client.get("/health/ready")
     assert response.status_code == 503
     assert response.json()["status"] == "fail"
+
+
+async def test_ready_fails_when_a_needed_secret_is_missing(make_app, settings, environ):
+    without_key = {k: v for k, v in environ.items() if k != "PICTOR_SECRET_URL_SIGNING_KEY"}
+
+    def registry():
+        return service_registry(settings, environ=without_key)
+
+    async with AsyncTestClient(app=make_app(registry_factory=registry)) as client:
+        response = await client.get("/health/ready")
+    assert response.status_code == 503
+    secrets = response.json()["checks"]["secrets"]
+    assert secrets["status"] == "fail"
+    assert "url_signing_key" in secrets["output"]

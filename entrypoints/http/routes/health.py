@@ -10,6 +10,7 @@ import svcs
 from litestar import Request, get
 from litestar.response import Response
 
+from core.errors import DomainError
 from core.health import CheckResult, HealthStatus, overall_status
 from entrypoints.http.shutdown import ShutdownState
 from entrypoints.http.svcs_plugin import SvcsContainer
@@ -34,8 +35,10 @@ async def _run_ping(ping: svcs.ServicePing) -> CheckResult:
         await asyncio.wait_for(ping.aping(), PING_TIMEOUT_SECONDS)
     except TimeoutError:
         status, output = failed, f"no answer within {PING_TIMEOUT_SECONDS:g} s"
+    except DomainError as error:  # written for clients: safe to show
+        status, output = failed, error.detail
     except Exception as error:  # a failing dependency is a result here, not an error
-        status, output = failed, type(error).__name__
+        status, output = failed, type(error).__name__  # its message may hold addresses or credentials
     else:
         status = HealthStatus.PASS
     duration = round((time.perf_counter() - started) * 1000, 2)
