@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from entrypoints.worker import embedded_worker_lifespan
 from litestar import Litestar
 
 from entrypoints.http.app import create_app
 from entrypoints.logging_setup import configure_logging
 from entrypoints.settings import load_settings
+from entrypoints.worker import embedded_worker_lifespan
 
 
 def app_from_env() -> Litestar:
