@@ -18,53 +18,16 @@ import httpx
 import pytest
 
 from adapters.memory.blob_store import MemoryBlobStore
+from adapters.memory.clock import ManualClock
+from adapters.memory.secrets import MemorySecrets
 from adapters.storage.factory import blob_store_from_url
 from adapters.storage.link_signer import LinkSigner
 from core.errors import BlobNotFound, DomainError, ErrorCode
 from core.ports import BlobStore
-from core.secrets import URL_SIGNING_KEY, SecretVersion
+from core.secrets import URL_SIGNING_KEY
 
 PUBLIC_BASE_URL = "https://pictor.test"
 START = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: datetime) -> None:
-        self.current = now
-
-    def now(self) -> datetime:
-        return self.current
-
-    def monotonic(self) -> float:
-        return self.current.timestamp()
-
-    def advance(self, delta: timedelta) -> None:
-        self.current += delta
-
-
-class FakeSecrets:
-    """Secrets with versions listed newest first; tests rotate them by reassigning `versions_by_name`."""
-
-    def __init__(self, versions_by_name: dict[str, list[SecretVersion]]) -> None:
-        self.versions_by_name = versions_by_name
-
-    async def current(self, name: str) -> SecretVersion:
-        versions = self.versions_by_name.get(name)
-        if not versions:
-            raise DomainError(ErrorCode.SECRET_MISSING, name=name)
-        return versions[0]
-
-    async def versions(self, name: str) -> list[SecretVersion]:
-        return list(self.versions_by_name.get(name, []))
-
-    async def ping(self) -> None:
-        return None
-
-
-def signing_key(version: str, value: str) -> SecretVersion:
-    return SecretVersion(name=URL_SIGNING_KEY, version=version, value=value)
 
 
 @dataclass
@@ -72,8 +35,8 @@ class Subject:
     """A store under test, with what the test needs to drive and observe it."""
 
     store: BlobStore
-    clock: FakeClock
-    secrets: FakeSecrets
+    clock: ManualClock
+    secrets: MemorySecrets
     signer: LinkSigner | None  # None: the store presigns (S3)
 
 
@@ -87,8 +50,8 @@ HMAC_ADAPTERS = ["memory-fake", "obstore-memory", "obstore-file"]
 
 
 def make_subject(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Subject:
-    clock = FakeClock(START)
-    secrets = FakeSecrets({URL_SIGNING_KEY: [signing_key("v1", "first signing key")]})
+    clock = ManualClock(START)
+    secrets = MemorySecrets({URL_SIGNING_KEY: ["first signing key"]})
     signer = LinkSigner(secrets, clock, PUBLIC_BASE_URL)
 
     def from_url(url: str, **s3_settings: Any) -> BlobStore:
@@ -503,9 +466,9 @@ async def test_hmac_link_expires(hmac_subject: Subject) -> None:
     key, query = parse_link(signed.url)
     assert hmac_subject.signer is not None
 
-    hmac_subject.clock.advance(timedelta(minutes=5) - timedelta(seconds=1))
+    hmac_subject.clock.advance(5 * 60 - 1)
     await hmac_subject.signer.verify(key, query["expires"], query["kid"], query["sig"])
-    hmac_subject.clock.advance(timedelta(seconds=1))
+    hmac_subject.clock.advance(1)
     with pytest.raises(DomainError) as raised:
         await hmac_subject.signer.verify(key, query["expires"], query["kid"], query["sig"])
 
@@ -525,18 +488,17 @@ async def test_link_signer_makes_an_expired_link_from_a_negative_expiry(hmac_sub
 async def test_hmac_link_survives_rotation_while_its_key_version_is_listed(hmac_subject: Subject) -> None:
     await hmac_subject.store.put("k", b"x", content_type="text/plain")
     old_link = parse_link((await hmac_subject.store.signed_url("k", expires_in=timedelta(hours=1))).url)
-    assert old_link[1]["kid"] == "v1"
+    assert old_link[1]["kid"] == "1"
     signer, secrets = hmac_subject.signer, hmac_subject.secrets
     assert signer is not None
 
-    first = secrets.versions_by_name[URL_SIGNING_KEY][0]
-    secrets.versions_by_name[URL_SIGNING_KEY] = [signing_key("v2", "second signing key"), first]
+    secrets.rotate(URL_SIGNING_KEY, "second signing key")
     new_link = parse_link((await hmac_subject.store.signed_url("k", expires_in=timedelta(hours=1))).url)
-    assert new_link[1]["kid"] == "v2"
+    assert new_link[1]["kid"] == "2"
     for key, query in (old_link, new_link):
         await signer.verify(key, query["expires"], query["kid"], query["sig"])
 
-    secrets.versions_by_name[URL_SIGNING_KEY] = [signing_key("v2", "second signing key")]
+    secrets.retire(URL_SIGNING_KEY, "1")
     await signer.verify(new_link[0], new_link[1]["expires"], new_link[1]["kid"], new_link[1]["sig"])
     with pytest.raises(DomainError) as raised:
         await signer.verify(old_link[0], old_link[1]["expires"], old_link[1]["kid"], old_link[1]["sig"])

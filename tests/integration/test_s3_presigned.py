@@ -16,6 +16,7 @@ import httpx
 import obstore.exceptions
 import pytest
 
+from adapters.memory.clock import ManualClock
 from adapters.storage.factory import blob_store_from_url
 from core.errors import BlobNotFound
 from core.ports import BlobStore
@@ -24,17 +25,6 @@ from core.secrets import SecretVersion
 pytestmark = pytest.mark.services
 
 PREFIX = "tenant-a/blobs"
-
-
-class FixedClock:
-    def __init__(self, now: datetime) -> None:
-        self.current = now
-
-    def now(self) -> datetime:
-        return self.current
-
-    def monotonic(self) -> float:
-        return self.current.timestamp()
 
 
 class NoSecrets:
@@ -66,7 +56,7 @@ def store(moto_endpoint: str, s3_bucket: str) -> BlobStore:
     return blob_store_from_url(
         f"s3://{s3_bucket}/{PREFIX}",
         secrets=NoSecrets(),
-        clock=FixedClock(datetime.now(UTC)),
+        clock=ManualClock(datetime.now(UTC)),
         public_base_url="https://unused.test",
         s3_endpoint=moto_endpoint,
         s3_region="us-east-1",
@@ -161,7 +151,7 @@ async def test_ping_fails_for_a_missing_bucket(moto_endpoint: str) -> None:
     store = blob_store_from_url(
         "s3://no-such-bucket-pictor/x",
         secrets=NoSecrets(),
-        clock=FixedClock(datetime.now(UTC)),
+        clock=ManualClock(datetime.now(UTC)),
         public_base_url="https://unused.test",
         s3_endpoint=moto_endpoint,
         s3_region="us-east-1",
