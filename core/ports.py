@@ -153,6 +153,19 @@ class BlobStore(Protocol):
         ...
 
 
+class SignedLinks(Protocol):
+    """Expiring download links that Pictor itself serves, for stores that cannot presign."""
+
+    async def sign(self, key: str, expires_in: timedelta) -> SignedUrl:
+        """A link to the blob `key`, valid for `expires_in`."""
+        ...
+
+    async def verify(self, key: str, expires: str | None, kid: str | None, sig: str | None) -> None:
+        """Return when the link's parameters are valid for `key` now; raise `invalid_signature` or
+        `link_expired` otherwise."""
+        ...
+
+
 class JobContext(Protocol):
     """What a running job sees of its own execution."""
 

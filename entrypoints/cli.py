@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -18,23 +19,39 @@ from types import FrameType
 
 import msgspec
 
-from entrypoints.settings import Settings, SettingsError, load_settings, mask_url_password, masked
+from adapters.postgres.migrations import MigrationError
+from entrypoints.http.shutdown import DRAIN_FILE_VARIABLE, die_with_parent
+from entrypoints.settings import (
+    Settings,
+    SettingsError,
+    load_environment,
+    mask_url_password,
+    masked,
+    settings_from_mapping,
+)
+from entrypoints.wiring import PendingMigrationsError, UnusableConfiguration
 
-DRAIN_FILE_VARIABLE = "PICTOR_DRAIN_FILE"
+# Failures at start-up that come from configuration or the database's state, not from a bug.
+STARTUP_ERRORS = (SettingsError, PendingMigrationsError, MigrationError, UnusableConfiguration)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        settings = load_settings()
+        args.environ = load_environment()
+        settings = settings_from_mapping(args.environ)
     except SettingsError as error:
         print(f"pictor: configuration error: {error}", file=sys.stderr)
         return 2
     from entrypoints.logging_setup import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
-    return int(args.handler(settings, args) or 0)
+    try:
+        return int(args.handler(settings, args) or 0)
+    except STARTUP_ERRORS as error:  # an operator's problem: say what, not where in our code
+        print(f"pictor {args.command}: {error}", file=sys.stderr)
+        return 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,36 +108,31 @@ def _check_config(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from entrypoints.wiring import database_url_for
+    from adapters.postgres.migrations import pending_migrations
+    from entrypoints.wiring import database_url_for, prepare_database
 
     with database_url_for(settings) as url:
         if url.startswith("memory:"):
             print("memory:// needs no migrations")
             return 0
-        applied_or_pending = asyncio.run(_run_migrations(url, dry_run=args.list))
+        pending = asyncio.run(pending_migrations(url))
+        if not args.list:
+            asyncio.run(prepare_database(settings, url, migrate=True))  # and the queue's tables
     verb = "pending" if args.list else "applied"
-    print(f"{len(applied_or_pending)} migration(s) {verb}" + "".join(f"\n  {m}" for m in applied_or_pending))
+    print(f"{len(pending)} migration(s) {verb}" + "".join(f"\n  {m}" for m in pending))
     return 0
-
-
-async def _run_migrations(url: str, *, dry_run: bool) -> list[str]:
-    import psycopg
-
-    from adapters.postgres.migrations import apply_migrations, pending_migrations
-
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        return await (pending_migrations(conn) if dry_run else apply_migrations(conn))
 
 
 # --- worker ------------------------------------------------------------------------------------
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
-    from entrypoints.worker import run_worker
+    from entrypoints.worker import run_worker, served_queues
 
     if args.concurrency:
         settings = msgspec.structs.replace(settings, worker_concurrency=args.concurrency)
     queues = [q.strip() for q in args.queues.split(",")] if args.queues else None
+    served_queues(queues)  # fail before anything starts
     _run_with_uvloop(run_worker(settings, queues=queues))
     return 0
 
@@ -137,44 +149,54 @@ def _run_with_uvloop(coro: object) -> None:
 # --- serve -------------------------------------------------------------------------------------
 
 
+class _Stop(Exception):
+    """SIGTERM or SIGINT arrived while `pictor serve` was still starting."""
+
+
+def _stop_while_starting(signum: int, _frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from entrypoints.wiring import database_url_for
 
+    # Until the server runs, a stop signal unwinds normally, so the embedded database stops too.
+    signal.signal(signal.SIGTERM, _stop_while_starting)
+    signal.signal(signal.SIGINT, _stop_while_starting)
     overrides = {
         k: v for k, v in {"host": args.host, "port": args.port, "http_workers": args.workers}.items() if v
     }
-    if overrides:
-        try:
-            settings = msgspec.structs.replace(settings, **overrides)
-        except SettingsError as error:
-            print(f"pictor: {error}", file=sys.stderr)
-            return 2
-    settings.data_path.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    with database_url_for(settings) as database_url:  # the embedded PostgreSQL runs for the block
-        return _serve_with_database(settings, args, database_url, started)
+    try:
+        settings = msgspec.structs.replace(settings, **overrides)
+        settings.data_path.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        with database_url_for(settings) as database_url:  # the embedded PostgreSQL runs for the block
+            return _serve_with_database(settings, args, database_url, started)
+    except _Stop as stop:
+        print(f"pictor: stopped by {stop} while starting", file=sys.stderr)
+        return 1
 
 
 def _serve_with_database(
     settings: Settings, args: argparse.Namespace, database_url: str, started: float
 ) -> int:
-    from entrypoints.wiring import ensure_generated_secrets
+    from entrypoints.wiring import ensure_generated_secrets, prepare_database
 
     embedded = settings.uses_embedded_database
-    wants_migrations = args.migrate or (args.migrate is None and embedded)
-    if wants_migrations and not database_url.startswith("memory:"):
-        asyncio.run(_run_migrations(database_url, dry_run=False))
-    created = asyncio.run(ensure_generated_secrets(settings, os.environ))
+    migrate = args.migrate or (args.migrate is None and embedded)
+    asyncio.run(prepare_database(settings, database_url, migrate=migrate))  # or say what is pending
+    created = asyncio.run(ensure_generated_secrets(settings, args.environ))
 
     runtime = Path(tempfile.mkdtemp(prefix="pictor-serve-"))
     drain_file = runtime / "draining"
-    env = dict(os.environ)
+    env = dict(args.environ)
     env.update(
         {
             "PICTOR_DATABASE_URL": database_url,
             "PICTOR_HOST": settings.host,
             "PICTOR_PORT": str(settings.port),
             "PICTOR_HTTP_WORKERS": str(settings.http_workers),
+            "PICTOR_EMBEDDED_WORKER": str(settings.runs_embedded_worker).lower(),
             DRAIN_FILE_VARIABLE: str(drain_file),
         }
     )
@@ -183,7 +205,7 @@ def _serve_with_database(
         metrics_dir = runtime / "metrics"
         metrics_dir.mkdir()
         env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
-    _print_banner(settings, embedded=embedded, created_secrets=created, seconds=time.monotonic() - started)
+    _print_banner(settings, embedded=embedded, created_secrets=created)
 
     command = [
         sys.executable,
@@ -207,43 +229,71 @@ def _serve_with_database(
         "--no-ws",
         "entrypoints.http.asgi:app_from_env",
     ]
-    server = subprocess.Popen(command, env=env)  # noqa: S603 - our own interpreter and arguments
+    # Its own session: the whole server (main and worker processes) can be signalled as a group.
+    server = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+        command, env=env, start_new_session=True, preexec_fn=die_with_parent
+    )
     try:
-        return _supervise(server, settings, drain_file)
+        return _supervise(server, settings, drain_file, started)
     finally:
+        _kill_group(server)
         shutil.rmtree(runtime, ignore_errors=True)
 
 
-def _supervise(server: subprocess.Popen[bytes], settings: Settings, drain_file: Path) -> int:
-    """Wait for the server; on SIGTERM/SIGINT drain first, then stop it gracefully."""
-    stopping = False
+def _supervise(server: subprocess.Popen[bytes], settings: Settings, drain_file: Path, started: float) -> int:
+    """Run until the server exits or a stop signal arrives; then drain and stop it gracefully.
 
-    def begin_shutdown(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        if stopping:
-            return
-        stopping = True
-        drain_file.touch()  # readiness fails from now on
-        time.sleep(settings.shutdown_drain_seconds)
-        if server.poll() is None:
-            server.send_signal(signal.SIGTERM)  # the server finishes in-flight requests, then exits
+    Draining: readiness fails at once (the drain file), load balancers get
+    `shutdown_drain_seconds` to notice, then the server stops accepting, finishes in-flight
+    requests (up to `shutdown_timeout_seconds`) and exits. A second signal skips the wait.
+    """
+    stop_requested: list[str] = []
 
-    signal.signal(signal.SIGTERM, begin_shutdown)
-    signal.signal(signal.SIGINT, begin_shutdown)
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        stop_requested.append(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    announced = False
+    while server.poll() is None and not stop_requested:
+        if not announced and _answers(settings):
+            print(f"Pictor is ready on {settings.public_base_url} after {time.monotonic() - started:.1f} s")
+            announced = True
+        time.sleep(0.1)
+    if server.poll() is not None:
+        return server.returncode or 1  # the server died on its own
+
+    drain_file.touch()
+    deadline = time.monotonic() + settings.shutdown_drain_seconds
+    while time.monotonic() < deadline and len(stop_requested) < 2 and server.poll() is None:
+        time.sleep(0.05)
+    if server.poll() is None:
+        server.send_signal(signal.SIGTERM)  # granian stops accepting and finishes in-flight requests
     try:
-        while True:
-            try:
-                code = server.wait(timeout=0.5)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-    finally:
-        if server.poll() is None:
-            try:
-                server.wait(timeout=settings.shutdown_timeout_seconds + 5)
-            except subprocess.TimeoutExpired:
-                server.kill()
-    return 0 if stopping else code
+        return server.wait(timeout=settings.shutdown_timeout_seconds + 5)
+    except subprocess.TimeoutExpired:
+        print("pictor: the server did not stop in time; killing it", file=sys.stderr)
+        return 1
+
+
+def _answers(settings: Settings) -> bool:
+    import urllib.request
+
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    url = f"http://{host}:{settings.port}/health/live"
+    try:
+        with urllib.request.urlopen(url, timeout=0.5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _kill_group(server: subprocess.Popen[bytes]) -> None:
+    """Nothing of the server may outlive `pictor serve`: not its main process, not a worker."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        server.wait(timeout=5)
 
 
 def _has_uvloop() -> bool:
@@ -254,10 +304,10 @@ def _has_uvloop() -> bool:
     return True
 
 
-def _print_banner(settings: Settings, *, embedded: bool, created_secrets: list[str], seconds: float) -> None:
+def _print_banner(settings: Settings, *, embedded: bool, created_secrets: list[str]) -> None:
     base = settings.public_base_url
     lines = [
-        f"Pictor {_version()} ready to serve on {base} (docs: {base}/docs)",
+        f"Pictor {_version()} is starting on {base} (docs: {base}/docs)",
         f"  data directory : {settings.data_path}",
         "  database       : "
         + (f"embedded PostgreSQL in {settings.data_path / 'postgres'}" if embedded else "configured"),
@@ -272,7 +322,7 @@ def _print_banner(settings: Settings, *, embedded: bool, created_secrets: list[s
             if settings.metrics_token
             else f"in {settings.secrets_path / 'metrics_token'}"
         ),
-        f"  started in {seconds:.1f} s; stop with Ctrl-C",
+        "  stop with Ctrl-C; readiness fails at once, in-flight requests finish",
     ]
     print("\n".join(lines), flush=True)
 

@@ -14,7 +14,7 @@ from entrypoints.correlation import current_correlation_id
 _STANDARD_ATTRIBUTES = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys() | {"message", "asctime", "taskName"}
 )
-_encoder = msgspec.json.Encoder()
+_encoder = msgspec.json.Encoder(enc_hook=str)  # a Path or an exception in `extra` must not lose the line
 
 
 class JsonFormatter(logging.Formatter):

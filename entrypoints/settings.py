@@ -16,6 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
+from entrypoints.http.shutdown import DRAIN_FILE_VARIABLE
+
 PREFIX = "PICTOR_"
 
 # Variables that share the prefix but configure tests and tooling, not the service.
@@ -25,7 +27,7 @@ _NOT_SETTINGS = frozenset(
         "PICTOR_TEST_DATABASE_URL",
         "PICTOR_TEST_VALKEY_URL",
         "PICTOR_ENV_FILE",
-        "PICTOR_DRAIN_FILE",
+        DRAIN_FILE_VARIABLE,
     }
 )
 
@@ -36,7 +38,7 @@ _SCHEMES: dict[str, frozenset[str]] = {
     "queue_url": frozenset({"redis", "rediss", "valkey", "valkeys", "postgresql", "postgres", "memory"}),
 }
 
-SECRET_FIELDS = frozenset({"metrics_token", "s3_secret_access_key", "ops_webhook_secret"})
+SECRET_FIELDS = frozenset({"metrics_token", "s3_secret_access_key"})
 
 
 class SettingsError(ValueError):
@@ -90,10 +92,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     plans_file: str | None = None
     shutdown_drain_seconds: float = 1.0  # readiness fails this long before the listener closes
     shutdown_timeout_seconds: float = 30.0  # in-flight requests get this long to finish
-    ops_webhook_secret: str | None = None
 
     def __post_init__(self) -> None:
         _check_settings(self)
+
+    def __repr__(self) -> str:  # tracebacks and debuggers show settings; never their secrets
+        shown = ", ".join(f"{k}={v!r}" for k, v in masked(self).items())
+        return f"Settings({shown})"
+
+    __str__ = __repr__
 
     @property
     def public_base_url(self) -> str:
@@ -118,18 +125,27 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         return self.storage_url or (self.data_path / "blobs").as_uri()
 
     @property
+    def effective_queue_url(self) -> str | None:
+        """The queue's URL; SAQ's PostgreSQL queue on the database when unset (None: embedded)."""
+        return self.queue_url or self.database_url
+
+    @property
     def runs_embedded_worker(self) -> bool:
+        """By default only the embedded and in-memory set-ups run jobs inside `pictor serve`;
+        production runs `pictor worker` processes."""
         if self.embedded_worker is not None:
             return self.embedded_worker
-        return self.queue_url is None or self.queue_url.startswith("memory:")
+        queue = self.effective_queue_url
+        return queue is None or queue.startswith("memory:")
 
 
 def _check_settings(s: Settings) -> None:
     for field, schemes in _SCHEMES.items():
         url = getattr(s, field)
         if url is not None and urlsplit(url).scheme not in schemes:
-            raise SettingsError(
-                f"{PREFIX}{field.upper()}: scheme must be one of {', '.join(sorted(schemes))}, got {url!r}"
+            raise SettingsError(  # the scheme only: the rest of a URL may hold a password
+                f"{PREFIX}{field.upper()}: scheme must be one of {', '.join(sorted(schemes))}, "
+                f"got {urlsplit(url).scheme or 'none'!r}"
             )
     if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", s.namespace):
         raise SettingsError(
@@ -151,8 +167,23 @@ def _check_settings(s: Settings) -> None:
     for field in positive:
         if getattr(s, field) <= 0:
             raise SettingsError(f"{PREFIX}{field.upper()}: must be greater than 0")
-    if s.queue_url is not None and s.queue_url.startswith("memory:") and s.http_workers > 1:
-        raise SettingsError(f"{PREFIX}QUEUE_URL: memory:// works only with {PREFIX}HTTP_WORKERS=1")
+    for field in ("shutdown_drain_seconds", "shutdown_timeout_seconds", "job_shutdown_grace_seconds"):
+        if getattr(s, field) < 0:
+            raise SettingsError(f"{PREFIX}{field.upper()}: cannot be negative")
+    if s.http_workers > 1:
+        # In-memory state lives in one process; several would each hold their own.
+        in_memory = {
+            "DATABASE_URL": s.database_url,
+            "VALKEY_URL": s.valkey_url or "memory://",
+            "STORAGE_URL": s.storage_url,
+            "QUEUE_URL": s.effective_queue_url,
+        }
+        for name, url in in_memory.items():
+            if url is not None and url.startswith("memory:"):
+                raise SettingsError(
+                    f"{PREFIX}{name}: memory:// keeps state in one process; with {PREFIX}HTTP_WORKERS > 1 "
+                    "use a shared service (PostgreSQL, Valkey, S3 or files)"
+                )
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -172,8 +203,10 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
-def load_settings(environ: Mapping[str, str] | None = None, *, env_file: Path | None = None) -> Settings:
-    """Settings from `environ` (default: the process environment) over an optional `.env` file.
+def load_environment(
+    environ: Mapping[str, str] | None = None, *, env_file: Path | None = None
+) -> dict[str, str]:
+    """`environ` (default: the process environment) over an optional `.env` file.
 
     Real environment variables win over the file, so an operator can always override it.
     """
@@ -183,7 +216,12 @@ def load_settings(environ: Mapping[str, str] | None = None, *, env_file: Path | 
     if env_file.is_file():
         merged.update(read_env_file(env_file))
     merged.update(environ)
-    return settings_from_mapping(merged)
+    return merged
+
+
+def load_settings(environ: Mapping[str, str] | None = None, *, env_file: Path | None = None) -> Settings:
+    """Settings from the environment and `.env` (see `load_environment`)."""
+    return settings_from_mapping(load_environment(environ, env_file=env_file))
 
 
 def settings_from_mapping(variables: Mapping[str, str]) -> Settings:
@@ -230,9 +268,19 @@ def masked(settings: Settings) -> dict[str, Any]:
     return shown
 
 
+_SECRET_QUERY_PARAMETERS = frozenset(
+    {"password", "sslpassword", "secret", "token", "access_key", "secret_key"}
+)
+
+
 def mask_url_password(url: str) -> str:
+    """The URL with the password in its user part and in its query (libpq's `?password=`) masked."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":********@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":********@", 1)
+    query = "&".join(
+        f"{name}=********" if name.lower() in _SECRET_QUERY_PARAMETERS else f"{name}{sep}{value}"
+        for name, sep, value in (item.partition("=") for item in parts.query.split("&") if item)
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))

@@ -21,16 +21,16 @@ import svcs
 from adapters.memory.cache import MemoryCache
 from adapters.memory.database import MemoryDatabase
 from adapters.queue.factory import job_queue_from_url
+from adapters.queue.saq_queue import SaqJobQueue
 from adapters.resilient_cache import ResilientCache
 from adapters.secrets import ChainedSecrets, EnvSecrets, FileSecrets
 from adapters.storage.factory import blob_store_from_url
 from adapters.storage.link_signer import LinkSigner
 from adapters.system import SystemClock, SystemIds
 from core.circuit_breaker import CircuitBreaker
-from core.errors import DomainError
-from core.ports import BlobStore, Cache, Clock, Database, Ids, JobQueue, Secrets
+from core.ports import BlobStore, Cache, Clock, Database, Ids, JobQueue, Secrets, SignedLinks
 from core.secrets import METRICS_TOKEN, URL_SIGNING_KEY
-from entrypoints.settings import Settings
+from entrypoints.settings import Settings, load_environment
 
 log = logging.getLogger("pictor.wiring")
 
@@ -55,7 +55,11 @@ def check_name_for(service_name: str) -> tuple[str, bool]:
 
 
 class PendingMigrationsError(RuntimeError):
-    pass
+    """The database is behind this version of Pictor."""
+
+
+class UnusableConfiguration(RuntimeError):
+    """Settings that are each valid but cannot work together for this command."""
 
 
 @contextmanager
@@ -78,8 +82,8 @@ def database_url_for(settings: Settings) -> Iterator[str]:
 
 
 def queue_url_of(settings: Settings, database_url: str) -> str:
-    # The embedded default is SAQ's PostgreSQL queue on the same database.
-    return settings.queue_url or database_url
+    """The queue's URL; the embedded default is SAQ's PostgreSQL queue on the same database."""
+    return settings.effective_queue_url or database_url
 
 
 def build_secrets(settings: Settings, environ: Mapping[str, str]) -> Secrets:
@@ -90,11 +94,14 @@ def build_secrets(settings: Settings, environ: Mapping[str, str]) -> Secrets:
 
 
 async def ensure_generated_secrets(settings: Settings, environ: Mapping[str, str]) -> list[str]:
-    """Create the secrets Pictor needs and nobody configured, in the secrets directory.
+    """Create the secrets Pictor needs and nobody configured, in the default secrets directory.
 
     Returns the names it created. A generated key is kept on disk, so links it signed keep
-    working after a restart.
+    working after a restart. An operator's own PICTOR_SECRETS_DIR is never written to: every
+    replica must share one key, so a missing one is a readiness failure, not a new key.
     """
+    if settings.secrets_dir is not None:
+        return []
     configured = build_secrets(settings, environ)
     files = FileSecrets(settings.secrets_path, ttl_seconds=0)
     created = []
@@ -110,8 +117,11 @@ async def ensure_generated_secrets(settings: Settings, environ: Mapping[str, str
 async def service_registry(
     settings: Settings, *, environ: Mapping[str, str] | None = None, check_migrations: bool = True
 ) -> AsyncIterator[svcs.Registry]:
-    """An open registry for `settings`; everything it opened is closed on exit."""
-    environ = dict(os.environ if environ is None else environ)
+    """An open registry for `settings`; everything it opened is closed on exit.
+
+    `environ` (default: the process environment with the `.env` file) supplies PICTOR_SECRET_*.
+    """
+    environ = dict(load_environment() if environ is None else environ)
     async with AsyncExitStack() as stack:  # outlives the registry: the embedded database stops last
         database = database_url_for(settings)
         database_url = await asyncio.to_thread(database.__enter__)  # blocks while PostgreSQL starts
@@ -122,6 +132,29 @@ async def service_registry(
             yield registry
         finally:
             await registry.aclose()
+
+
+async def prepare_database(settings: Settings, database_url: str, *, migrate: bool) -> None:
+    """Apply pending migrations (with `migrate`) or refuse to go on with them pending; and give
+    the job queue its tables when it lives in PostgreSQL, before several processes race for it."""
+    if database_url.startswith("memory:"):
+        return
+    from adapters.postgres.migrations import apply_migrations, pending_migrations
+
+    if migrate:
+        await apply_migrations(database_url)
+    else:
+        pending = await pending_migrations(database_url)
+        if pending:
+            raise PendingMigrationsError(
+                f"{len(pending)} pending migration(s): {', '.join(pending)}; run `pictor migrate` first"
+            )
+    queue = job_queue_from_url(queue_url_of(settings, database_url), name_prefix=settings.namespace)
+    try:
+        if isinstance(queue, SaqJobQueue):
+            await queue.prepare()
+    finally:
+        await queue.close()
 
 
 async def _register_all(
@@ -146,7 +179,7 @@ async def _register_all(
     registry.register_value(Cache, await _open_cache(registry, settings), ping=_ping)
 
     signer = LinkSigner(secrets, clock, settings.public_base_url)
-    registry.register_value(LinkSigner, signer)
+    registry.register_value(SignedLinks, signer)
     store = blob_store_from_url(
         settings.resolved_storage_url,
         secrets=secrets,
@@ -157,6 +190,7 @@ async def _register_all(
         s3_access_key_id=settings.s3_access_key_id,
         s3_secret_access_key=settings.s3_secret_access_key,
         s3_allow_http=settings.s3_allow_http,
+        link_signer=signer,
     )
     registry.register_value(BlobStore, store, ping=_ping)
 
@@ -234,10 +268,11 @@ async def _open_cache(registry: svcs.Registry, settings: Settings) -> Cache:
 
 
 __all__ = [
-    "DomainError",
     "PendingMigrationsError",
+    "UnusableConfiguration",
     "check_name_for",
     "database_url_for",
     "ensure_generated_secrets",
+    "prepare_database",
     "service_registry",
 ]

@@ -1,7 +1,7 @@
-"""The job worker: job functions (job ↔ use case), and the processes that run them.
+"""The job worker: job functions (job ↔ use case), and the worker that runs them.
 
-`pictor worker` runs a worker process; `pictor serve` runs one inside the API process when the
-queue is embedded or in memory (`embedded_worker_lifespan`). Both serve the same job functions.
+`pictor worker` runs `run_worker`; `pictor serve` runs the same worker inside the API process in
+the embedded and in-memory set-ups (`entrypoints.http.embedded_worker`).
 """
 
 from __future__ import annotations
@@ -9,28 +9,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import svcs
-from litestar import Litestar
 
 from adapters.queue.conventions import CronJob
 from adapters.queue.factory import JobWorker, job_worker_for
 from core.jobs import MAINTENANCE, QUEUES
 from core.ports import Clock, Database, JobContext, JobHandler, JobQueue
-from core.use_cases.publish_outbox import publish_outbox
+from core.use_cases.publish_outbox import publish_outbox_backlog
 from entrypoints.correlation import correlation_id_var
 from entrypoints.event_handlers import EVENT_HANDLERS
-from entrypoints.http.svcs_plugin import registry_of
 from entrypoints.settings import Settings
-from entrypoints.wiring import service_registry
+from entrypoints.wiring import UnusableConfiguration, service_registry
 
 log = logging.getLogger("pictor.worker")
-
-OUTBOX_BATCH = 100
-OUTBOX_MAX_BATCHES_PER_RUN = 50  # bounded, so one run never outlives its job timeout
 
 # Periodic maintenance; the cron key makes one run per tick across all workers.
 MAINTENANCE_JOBS: tuple[CronJob, ...] = (
@@ -55,65 +49,56 @@ def job_handlers(registry: svcs.Registry) -> dict[str, JobHandler]:
 
     async def publish_outbox_job(container: svcs.Container, ctx: JobContext) -> dict[str, int]:
         database, clock = await container.aget(Database, Clock)
-        published = 0
-        for _ in range(OUTBOX_MAX_BATCHES_PER_RUN):
-            count = await publish_outbox(database, clock, EVENT_HANDLERS, batch_size=OUTBOX_BATCH)
-            published += count
-            await ctx.heartbeat()
-            if count < OUTBOX_BATCH:
-                break
+        published = await publish_outbox_backlog(
+            database, clock, EVENT_HANDLERS, between_batches=ctx.heartbeat
+        )
         return {"published": published}
 
     return {"publish_outbox": with_services(publish_outbox_job)}
 
 
-async def start_worker(
-    registry: svcs.Registry, settings: Settings, queues: Sequence[str] | None = None
-) -> JobWorker:
-    served = list(queues or QUEUES)
+def served_queues(queues: Sequence[str] | None) -> list[str]:
+    served = list(dict.fromkeys(queues or QUEUES))
     unknown = sorted(set(served) - set(QUEUES))
     if unknown:
-        raise ValueError(f"unknown queue(s): {', '.join(unknown)}; known: {', '.join(QUEUES)}")
+        raise UnusableConfiguration(f"unknown queue(s): {', '.join(unknown)}; known: {', '.join(QUEUES)}")
+    return served
+
+
+async def start_worker(registry: svcs.Registry, settings: Settings, queues: Sequence[str]) -> JobWorker:
     async with svcs.Container(registry) as container:
         job_queue: Any = await container.aget(JobQueue)
     worker = job_worker_for(
         job_queue,
-        queues=served,
+        queues=queues,
         handlers=job_handlers(registry),
         concurrency=settings.worker_concurrency,
-        cron_jobs=[job for job in MAINTENANCE_JOBS if job.queue in served],
+        cron_jobs=[job for job in MAINTENANCE_JOBS if job.queue in queues],
         shutdown_grace_seconds=settings.job_shutdown_grace_seconds,
     )
     await worker.start()
-    log.info("worker started", extra={"queues": served, "concurrency": settings.worker_concurrency})
+    log.info("worker started", extra={"queues": list(queues), "concurrency": settings.worker_concurrency})
     return worker
 
 
 async def run_worker(settings: Settings, *, queues: Sequence[str] | None = None) -> None:
     """`pictor worker`: serve jobs until SIGTERM or SIGINT, then stop gracefully."""
+    served = served_queues(queues)
+    queue_url = settings.effective_queue_url
+    if queue_url is not None and queue_url.startswith("memory:"):
+        raise UnusableConfiguration(
+            "a memory:// queue lives inside one process: `pictor worker` would never see its jobs "
+            "(use `pictor serve`, which runs them, or a shared queue)"
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     async with service_registry(settings) as registry:
-        worker = await start_worker(registry, settings, queues)
+        worker = await start_worker(registry, settings, served)
         try:
             await stop.wait()
             log.info("worker stopping: finishing running jobs")
         finally:
             await worker.stop()
     log.info("worker stopped")
-
-
-def embedded_worker_lifespan(settings: Settings) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
-    """A worker inside the API process, sharing the app's registry (the embedded default)."""
-
-    @asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        worker = await start_worker(registry_of(app), settings)
-        try:
-            yield
-        finally:
-            await worker.stop()
-
-    return lifespan

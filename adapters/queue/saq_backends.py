@@ -25,15 +25,20 @@ from dataclasses import dataclass
 from textwrap import dedent
 from typing import Any, Protocol
 
+from psycopg.errors import UndefinedTable
 from psycopg.sql import SQL
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 from saq.job import TERMINAL_STATUSES, Job, Status
 from saq.queue.postgres import PostgresQueue
+from saq.queue.postgres_migrations import get_migrations
 from saq.queue.redis import RedisQueue
 
 from adapters.queue.conventions import SWEPT_ERROR
 from core.jobs import retry_delay
+
+SCHEMA_WAIT_SECONDS = 30.0
+PING_TIMEOUT_SECONDS = 2.0
 
 META_CORRELATION_ID = "correlation_id"
 META_RETRY_BASE = "retry_base_seconds"
@@ -256,6 +261,32 @@ class PictorPostgresQueue(PostgresQueue):
         )
         self._random = random
         self._sweep_abort_wait = sweep_abort_wait_seconds
+
+    async def init_db(self) -> None:
+        """Create SAQ's tables, waiting while another process does it.
+
+        SAQ's own `init_db` returns at once when another process holds its schema lock, and then
+        carries on before the tables exist (two processes starting on a fresh database).
+        """
+        deadline = time.monotonic() + SCHEMA_WAIT_SECONDS
+        while True:
+            await super().init_db()
+            if await self.schema_ready():
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError("SAQ's tables were not created in time by the process creating them")
+            await asyncio.sleep(0.1)
+
+    async def schema_ready(self) -> bool:
+        """Whether SAQ's tables exist at the version this SAQ expects."""
+        target = get_migrations(jobs_table=self.jobs_table, stats_table=self.stats_table)[-1][0]
+        async with self.pool.connection(timeout=PING_TIMEOUT_SECONDS) as conn:
+            try:
+                cursor = await conn.execute(SQL("SELECT version FROM {}").format(self.versions_table))
+            except UndefinedTable:
+                return False
+            found = await cursor.fetchone()
+        return found is not None and found[0] == target
 
     async def disconnect(self) -> None:
         # SAQ leaves its LISTEN task holding a pooled connection; end it so the pool can close.

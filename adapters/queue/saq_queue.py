@@ -28,11 +28,12 @@ from adapters.queue.saq_backends import (
     META_CORRELATION_ID,
     META_RETRY_BACKOFF,
     META_RETRY_BASE,
+    PING_TIMEOUT_SECONDS,
     PictorPostgresQueue,
     PictorQueue,
     PictorRedisQueue,
 )
-from core.jobs import JobInfo, JobSpec, JobState, QueueStats
+from core.jobs import MAINTENANCE, JobInfo, JobSpec, JobState, QueueStats
 
 _STATES = {
     Status.NEW: JobState.QUEUED,
@@ -126,8 +127,10 @@ class PostgresBackend:
 
     async def ping(self) -> None:
         await self.open()
-        async with self._pool.connection() as conn:
-            await conn.execute("SELECT 1")
+        # Bounded, and true only once SAQ's tables exist (a fresh database has none until a
+        # worker or `pictor migrate` creates them).
+        async with self._pool.connection(timeout=PING_TIMEOUT_SECONDS) as conn:
+            await conn.execute("SELECT version FROM saq_versions")
 
     async def close(self) -> None:
         if self._opened:
@@ -195,6 +198,10 @@ class SaqJobQueue:
     def saq_name(self, queue: str) -> str:
         """The SAQ queue name behind a Pictor queue."""
         return f"{self._prefix}:{queue}" if self._prefix else queue
+
+    async def prepare(self) -> None:
+        """Create the back end's own schema now (SAQ's tables on PostgreSQL), not on first use."""
+        await self.saq_queue(MAINTENANCE)
 
     async def saq_queue(self, queue: str) -> PictorQueue:
         """The connected SAQ queue behind Pictor queue `queue`; workers serve this same object."""

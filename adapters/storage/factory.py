@@ -27,6 +27,7 @@ def blob_store_from_url(
     s3_access_key_id: str | None = None,
     s3_secret_access_key: str | None = None,
     s3_allow_http: bool = False,
+    link_signer: LinkSigner | None = None,
 ) -> BlobStore:
     """The store for `url`, chosen by scheme.
 
@@ -39,7 +40,8 @@ def blob_store_from_url(
     - `memory://`: obstore's in-process memory store.
 
     Stores that cannot presign (files, memory) sign links to `{public_base_url}/v1/files/…` with
-    the `url_signing_key` secret.
+    the `url_signing_key` secret (through `link_signer` when given, so the route that serves
+    the links can share it).
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -65,7 +67,8 @@ def blob_store_from_url(
         store = MemoryStore()
     else:
         raise ValueError(f"Unsupported storage URL scheme {parts.scheme!r} in {url!r}")
-    signer = None if scheme in ("s3", "gs", "az") else LinkSigner(secrets, clock, public_base_url)
+    presigns = scheme in ("s3", "gs", "az")
+    signer = None if presigns else link_signer or LinkSigner(secrets, clock, public_base_url)
     return ObstoreBlobStore(store, clock=clock, link_signer=signer)
 
 

@@ -30,3 +30,28 @@ async def publish_outbox(
         await uow.outbox.mark_published([m.id for m in messages], clock.now())
         await uow.commit()
     return len(messages)
+
+
+async def publish_outbox_backlog(
+    database: Database,
+    clock: Clock,
+    handlers: Sequence[EventHandler],
+    *,
+    batch_size: int = 100,
+    max_batches: int = 50,
+    between_batches: Callable[[], Awaitable[None]] | None = None,
+) -> int:
+    """Publish batches until the outbox is empty or `max_batches` ran; returns how many events.
+
+    Bounded, so one run never outlives its job's timeout; the next run takes the rest.
+    `between_batches` lets the caller prove it is alive (a job heartbeat).
+    """
+    published = 0
+    for _ in range(max_batches):
+        count = await publish_outbox(database, clock, handlers, batch_size=batch_size)
+        published += count
+        if between_batches is not None:
+            await between_batches()
+        if count < batch_size:
+            break
+    return published

@@ -23,13 +23,12 @@ from entrypoints.http.routes.files import download_file
 from entrypoints.http.routes.health import live, ready
 from entrypoints.http.routes.metrics import MetricsController
 from entrypoints.http.routes.problem_types import get_problem_type, list_problem_types
-from entrypoints.http.shutdown import ShutdownState
+from entrypoints.http.shutdown import DRAIN_FILE_VARIABLE, ShutdownState
 from entrypoints.http.svcs_plugin import SvcsPlugin
 from entrypoints.settings import Settings
 from entrypoints.wiring import service_registry
 
 VERSION = "0.1.0"
-DRAIN_FILE_VARIABLE = "PICTOR_DRAIN_FILE"  # set by `pictor serve` for its server processes
 
 RegistryFactory = Callable[[], AbstractAsyncContextManager[svcs.Registry]]
 Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]

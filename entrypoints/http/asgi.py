@@ -5,13 +5,21 @@ from __future__ import annotations
 from litestar import Litestar
 
 from entrypoints.http.app import create_app
+from entrypoints.http.embedded_worker import embedded_worker_lifespan
+from entrypoints.http.shutdown import die_with_parent
 from entrypoints.logging_setup import configure_logging
-from entrypoints.settings import load_settings
-from entrypoints.worker import embedded_worker_lifespan
+from entrypoints.settings import load_environment, settings_from_mapping
+from entrypoints.wiring import service_registry
 
 
 def app_from_env() -> Litestar:
-    settings = load_settings()
+    die_with_parent()  # a server worker never outlives the server that started it
+    environ = load_environment()
+    settings = settings_from_mapping(environ)
     configure_logging(settings.log_level, settings.log_format)
     lifespans = [embedded_worker_lifespan(settings)] if settings.runs_embedded_worker else []
-    return create_app(settings, extra_lifespans=lifespans)
+    return create_app(
+        settings,
+        registry_factory=lambda: service_registry(settings, environ=environ),
+        extra_lifespans=lifespans,
+    )

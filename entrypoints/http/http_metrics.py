@@ -10,6 +10,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 UNMATCHED_ROUTE = "unmatched"  # 404s and other requests no route took: one series, not one per path
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})  # others: "OTHER"
 
 REQUESTS = Counter("pictor_http_requests_total", "HTTP requests answered", ["method", "route", "status"])
 DURATION = Histogram(
@@ -29,7 +30,7 @@ _children: dict[tuple[str, str, int], tuple[Counter, Histogram, Counter | None]]
 
 
 def observe_request(method: str, route: str | None, status: int, seconds: float) -> None:
-    key = (method, route or UNMATCHED_ROUTE, status)
+    key = (method if method in _METHODS else "OTHER", route or UNMATCHED_ROUTE, status)
     children = _children.get(key)
     if children is None:
         status_text = str(status)

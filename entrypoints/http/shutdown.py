@@ -8,8 +8,12 @@ hook also marks it draining, for servers started without the CLI.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 from pathlib import Path
+
+DRAIN_FILE_VARIABLE = "PICTOR_DRAIN_FILE"  # set by `pictor serve` for its server processes
 
 
 class ShutdownState:
@@ -27,3 +31,20 @@ class ShutdownState:
 
     def begin(self) -> None:
         self._draining = True
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """Ask Linux to send `signum` to this process when its parent dies (no-op elsewhere).
+
+    The server runs in its own session so that Ctrl-C reaches `pictor serve` (which drains
+    first) and not the server directly; this keeps it from outliving a `pictor serve` that was
+    killed outright, and its workers from outliving the server.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+
+
+_PR_SET_PDEATHSIG = 1

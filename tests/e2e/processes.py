@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -71,7 +72,9 @@ class PictorProcess:
             self.kill()
 
     def kill(self) -> None:
-        if self.process.poll() is None:
+        """Kill the whole process group, leftovers of an exited parent included."""
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
+        if self.process.poll() is None:
             self.process.wait(timeout=10)
         self._log.close()

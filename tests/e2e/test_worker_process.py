@@ -99,3 +99,36 @@ def test_worker_refuses_unknown_queues(tmp_path: Path) -> None:
         assert "unknown queue" in worker.output()
     finally:
         worker.kill()
+
+
+def test_serve_refuses_pending_migrations_with_a_message(postgres_url: str, tmp_path: Path) -> None:
+    env = clean_environ(
+        {
+            "PICTOR_DATA_DIR": str(tmp_path),
+            "PICTOR_DATABASE_URL": postgres_url,
+            "PICTOR_VALKEY_URL": "memory://",
+            "PICTOR_STORAGE_URL": "memory://",
+            "PICTOR_SECRET_URL_SIGNING_KEY": "k",
+        }
+    )
+    serve = PictorProcess(["serve", "--port", "1"], env, tmp_path / "serve.log")
+    try:
+        assert serve.process.wait(timeout=60) == 2
+        output = serve.output()
+        assert "pending migration(s): 0001_outbox" in output
+        assert "Traceback" not in output
+    finally:
+        serve.kill()
+
+    migrate = PictorProcess(["migrate"], env, tmp_path / "migrate.log")
+    try:
+        assert migrate.process.wait(timeout=60) == 0, migrate.output()
+        assert "1 migration(s) applied" in migrate.output()
+    finally:
+        migrate.kill()
+    listing = PictorProcess(["migrate", "--list"], env, tmp_path / "list.log")
+    try:
+        assert listing.process.wait(timeout=60) == 0
+        assert "0 migration(s) pending" in listing.output()
+    finally:
+        listing.kill()

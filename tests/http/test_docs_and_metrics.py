@@ -43,3 +43,11 @@ async def test_metrics_count_requests_by_route_template(client):
     text = (await client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})).text
     assert 'pictor_http_requests_total{method="GET",route="unmatched",status="404"}' in text
     assert "/no/such/page" not in text
+
+
+async def test_unknown_methods_do_not_create_metric_series(client):
+    for n in range(3):
+        await client.request(f"M{n}XYZ", "/health/live")
+    text = (await client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})).text
+    assert "M0XYZ" not in text
+    assert 'method="OTHER"' in text

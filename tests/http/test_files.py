@@ -3,14 +3,13 @@ from urllib.parse import urlsplit
 
 import svcs
 
-from adapters.storage.link_signer import LinkSigner
-from core.ports import BlobStore
+from core.ports import BlobStore, SignedLinks
 from entrypoints.http.svcs_plugin import registry_of
 
 
 async def _store_and_signer(client):
     async with svcs.Container(registry_of(client.app)) as container:
-        return await container.aget(BlobStore, LinkSigner)
+        return await container.aget(BlobStore, SignedLinks)
 
 
 def _local(url: str) -> str:

@@ -1,8 +1,10 @@
+import asyncio
 from contextlib import asynccontextmanager
 
 from litestar.testing import AsyncTestClient
 
-from core.ports import Database
+from core.ports import Database, JobQueue
+from entrypoints.http.routes import health
 from entrypoints.wiring import service_registry
 
 
@@ -66,3 +68,33 @@ async def test_ready_fails_when_a_needed_secret_is_missing(make_app, settings, e
     secrets = response.json()["checks"]["secrets"]
     assert secrets["status"] == "fail"
     assert "url_signing_key" in secrets["output"]
+
+
+class _StuckQueue:
+    """A dependency whose ping hangs and is slow to give up when cancelled, like a frozen server."""
+
+    gave_up = False
+
+    async def ping(self):
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(2)  # cleaning up takes far longer than readiness may wait
+            _StuckQueue.gave_up = True
+            raise
+
+
+async def test_ready_answers_even_when_a_ping_hangs(make_app, settings, environ, monkeypatch):
+    monkeypatch.setattr(health, "PING_TIMEOUT_SECONDS", 0.2)
+
+    @asynccontextmanager
+    async def stuck_queue():
+        async with service_registry(settings, environ=environ) as registry:
+            registry.register_value(JobQueue, _StuckQueue(), ping=_StuckQueue.ping)
+            yield registry
+
+    async with AsyncTestClient(app=make_app(registry_factory=stuck_queue)) as client:
+        response = await asyncio.wait_for(client.get("/health/ready"), timeout=30)
+        assert not _StuckQueue.gave_up  # answered without waiting for the stuck ping to give up
+    assert response.status_code == 503
+    assert response.json()["checks"]["queue"]["output"] == "no answer within 0.2 s"

@@ -79,3 +79,83 @@ def test_env_file_is_read_and_the_environment_wins(tmp_path: Path):
 def test_struct_validation_also_applies_to_direct_construction():
     with pytest.raises(SettingsError):
         Settings(port=0)
+
+
+def test_repr_never_shows_secrets():
+    settings = settings_from_mapping(
+        {"PICTOR_METRICS_TOKEN": "tok-123", "PICTOR_DATABASE_URL": "postgresql://u:hunter2@h/db"}
+    )
+    assert "tok-123" not in repr(settings)
+    assert "hunter2" not in str(settings)
+
+
+def test_passwords_in_query_strings_are_masked_too():
+    shown = masked(
+        settings_from_mapping({"PICTOR_DATABASE_URL": "postgresql://u@h/db?password=hunter2&sslmode=require"})
+    )
+    assert shown["database_url"] == "postgresql://u@h/db?password=********&sslmode=require"
+
+
+def test_a_bad_scheme_error_does_not_echo_the_url():
+    with pytest.raises(SettingsError) as caught:
+        settings_from_mapping({"PICTOR_DATABASE_URL": "mysql://u:hunter2@h/db"})
+    assert "hunter2" not in str(caught.value)
+    assert "mysql" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [
+        {"PICTOR_DATABASE_URL": "memory://"},
+        {
+            "PICTOR_DATABASE_URL": "postgresql://h/db",
+            "PICTOR_QUEUE_URL": "memory://",
+            "PICTOR_VALKEY_URL": "redis://h",
+        },
+        {
+            "PICTOR_DATABASE_URL": "postgresql://h/db",
+            "PICTOR_STORAGE_URL": "memory://",
+            "PICTOR_VALKEY_URL": "redis://h",
+        },
+        {"PICTOR_DATABASE_URL": "postgresql://h/db"},  # no Valkey: each process would cache alone
+    ],
+)
+def test_several_server_processes_need_shared_state(variables):
+    with pytest.raises(SettingsError, match="memory://"):
+        settings_from_mapping({**variables, "PICTOR_HTTP_WORKERS": "2"})
+
+
+def test_several_server_processes_with_shared_services_are_fine():
+    settings = settings_from_mapping(
+        {
+            "PICTOR_DATABASE_URL": "postgresql://h/db",
+            "PICTOR_VALKEY_URL": "redis://h",
+            "PICTOR_HTTP_WORKERS": "4",
+        }
+    )
+    assert settings.http_workers == 4
+
+
+def test_shutdown_durations_cannot_be_negative():
+    with pytest.raises(SettingsError, match="PICTOR_SHUTDOWN_DRAIN_SECONDS"):
+        settings_from_mapping({"PICTOR_SHUTDOWN_DRAIN_SECONDS": "-1"})
+
+
+@pytest.mark.parametrize(
+    ("variables", "embedded_worker"),
+    [
+        ({}, True),  # embedded database: its queue is served in-process
+        ({"PICTOR_DATABASE_URL": "memory://"}, True),
+        ({"PICTOR_DATABASE_URL": "postgresql://h/db"}, False),  # production: `pictor worker`
+        ({"PICTOR_DATABASE_URL": "postgresql://h/db", "PICTOR_QUEUE_URL": "memory://"}, True),
+        ({"PICTOR_DATABASE_URL": "postgresql://h/db", "PICTOR_EMBEDDED_WORKER": "true"}, True),
+        ({"PICTOR_EMBEDDED_WORKER": "false"}, False),
+    ],
+)
+def test_which_set_ups_run_jobs_inside_the_api(variables, embedded_worker):
+    assert settings_from_mapping(variables).runs_embedded_worker is embedded_worker
+
+
+def test_namespace_is_checked():
+    with pytest.raises(SettingsError, match="PICTOR_NAMESPACE"):
+        settings_from_mapping({"PICTOR_NAMESPACE": "Bad Name"})

@@ -12,8 +12,7 @@ from litestar import HttpMethod, Request, route
 from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
-from adapters.storage.link_signer import LinkSigner
-from core.ports import BlobStore
+from core.ports import BlobStore, SignedLinks
 from entrypoints.http.svcs_plugin import SvcsContainer
 
 
@@ -32,7 +31,7 @@ async def download_file(
     sig: FromQuery[str | None] = None,
 ) -> Stream:
     """Checks the link's signature, then its expiry (`403 invalid_signature` / `403 link_expired`)."""
-    signer, store = await svcs_container.aget(LinkSigner, BlobStore)
+    signer, store = await svcs_container.aget(SignedLinks, BlobStore)
     key = key.lstrip("/")
     await signer.verify(key, expires=expires, kid=kid, sig=sig)
     info = await store.head(key)
