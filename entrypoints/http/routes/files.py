@@ -12,7 +12,9 @@ from litestar import HttpMethod, Request, route
 from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
+from core.errors import ErrorCode
 from core.ports import BlobStore, SignedLinks
+from entrypoints.http.openapi_responses import problem_responses
 from entrypoints.http.svcs_plugin import SvcsContainer
 
 
@@ -21,6 +23,9 @@ from entrypoints.http.svcs_plugin import SvcsContainer
     http_method=[HttpMethod.GET, HttpMethod.HEAD],
     tags=["files"],
     summary="Download a file through a signed link",
+    media_type="application/octet-stream",
+    response_description="The file's bytes, with its own content type",
+    responses=problem_responses(ErrorCode.INVALID_SIGNATURE, ErrorCode.LINK_EXPIRED, ErrorCode.NOT_FOUND),
 )
 async def download_file(
     request: Request[Any, Any, Any],

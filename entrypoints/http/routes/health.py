@@ -12,6 +12,7 @@ from litestar.response import Response
 
 from core.errors import DomainError
 from core.health import CheckResult, HealthStatus, overall_status
+from entrypoints.http.openapi_responses import health_response
 from entrypoints.http.shutdown import ShutdownState
 from entrypoints.http.svcs_plugin import SvcsContainer
 from entrypoints.wiring import check_name_for
@@ -20,7 +21,7 @@ PING_TIMEOUT_SECONDS = 3.0
 HEALTH_JSON = "application/health+json"
 
 
-@get("/health/live", sync_to_thread=False, include_in_schema=True, tags=["operations"], cache_control=None)
+@get("/health/live", sync_to_thread=False, tags=["operations"], media_type=HEALTH_JSON)
 def live() -> Response[dict[str, str]]:
     """200 while the process runs."""
     return Response({"status": "pass"}, media_type=HEALTH_JSON, headers={"Cache-Control": "no-store"})
@@ -67,7 +68,12 @@ async def _run_pings(pings: list[svcs.ServicePing]) -> list[CheckResult]:
     return results
 
 
-@get("/health/ready", tags=["operations"])
+@get(
+    "/health/ready",
+    tags=["operations"],
+    media_type=HEALTH_JSON,
+    responses={503: health_response("A required dependency fails, or the process is shutting down")},
+)
 async def ready(request: Request[Any, Any, Any], svcs_container: SvcsContainer) -> Response[dict[str, Any]]:
     """`pass` when every dependency answers; `503` with `fail` when a required one does not."""
     results = await _run_pings(svcs_container.get_pings())

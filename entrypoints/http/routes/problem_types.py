@@ -8,6 +8,7 @@ from litestar import get
 from litestar.params import FromPath
 
 from core.errors import CATALOG, DomainError, ErrorCode
+from entrypoints.http.openapi_responses import problem_responses
 
 
 def _describe(code: ErrorCode) -> dict[str, Any]:
@@ -21,7 +22,12 @@ def list_problem_types() -> dict[str, Any]:
     return {"data": [_describe(code) for code in ErrorCode]}
 
 
-@get("/problems/{code:str}", tags=["operations"], sync_to_thread=False)
+@get(
+    "/problems/{code:str}",
+    tags=["operations"],
+    sync_to_thread=False,
+    responses=problem_responses(ErrorCode.NOT_FOUND),
+)
 def get_problem_type(code: FromPath[str]) -> dict[str, Any]:
     try:
         return _describe(ErrorCode(code))
