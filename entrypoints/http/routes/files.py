@@ -9,6 +9,7 @@ from email.utils import format_datetime
 from typing import Any
 
 from litestar import HttpMethod, Request, route
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
@@ -23,9 +24,15 @@ from entrypoints.http.svcs_plugin import SvcsContainer
     http_method=[HttpMethod.GET, HttpMethod.HEAD],
     tags=["files"],
     summary="Download a file through a signed link",
-    media_type="application/octet-stream",
-    response_description="The file's bytes, with its own content type",
-    responses=problem_responses(ErrorCode.INVALID_SIGNATURE, ErrorCode.LINK_EXPIRED, ErrorCode.NOT_FOUND),
+    responses={
+        200: ResponseSpec(
+            data_container=bytes,
+            media_type="application/octet-stream",
+            description="The file's bytes, served with the content type it was stored with",
+            generate_examples=False,
+        ),
+        **problem_responses(ErrorCode.INVALID_SIGNATURE, ErrorCode.LINK_EXPIRED, ErrorCode.NOT_FOUND),
+    },
 )
 async def download_file(
     request: Request[Any, Any, Any],
