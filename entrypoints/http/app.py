@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any, cast
 
 import svcs
 from litestar import Litestar, get
+from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -23,7 +23,7 @@ from entrypoints.http.routes.files import download_file
 from entrypoints.http.routes.health import live, ready
 from entrypoints.http.routes.metrics import MetricsController
 from entrypoints.http.routes.problem_types import get_problem_type, list_problem_types
-from entrypoints.http.shutdown import DRAIN_FILE_VARIABLE, ShutdownState
+from entrypoints.http.shutdown import ShutdownState
 from entrypoints.http.svcs_plugin import SvcsPlugin
 from entrypoints.settings import Settings
 from entrypoints.wiring import service_registry
@@ -73,15 +73,16 @@ def create_app(
     *,
     registry_factory: RegistryFactory | None = None,
     extra_lifespans: Sequence[Lifespan] = (),
+    drain_file: Path | None = None,
 ) -> Litestar:
     """The HTTP API for `settings`.
 
     `registry_factory` replaces the wiring (tests pass one over in-memory adapters);
-    `extra_lifespans` run inside the registry's lifetime (the embedded worker uses it).
+    `extra_lifespans` run inside the registry's lifetime (the embedded worker uses it);
+    `drain_file`, once it exists, makes readiness fail (`pictor serve` creates it on SIGTERM).
     """
     factory = registry_factory or (lambda: service_registry(settings))
-    drain_file = os.environ.get(DRAIN_FILE_VARIABLE)
-    shutdown = ShutdownState(Path(drain_file) if drain_file else None)
+    shutdown = ShutdownState(drain_file)
 
     @asynccontextmanager
     async def mark_draining(_: Litestar) -> AsyncIterator[None]:
@@ -105,15 +106,9 @@ def create_app(
         lifespan=[*extra_lifespans, mark_draining],
         openapi_config=_openapi_config(),
         logging_config=None,
-        state=_state(shutdown=shutdown, settings=settings),
+        state=State({"shutdown": shutdown, "settings": settings}),
         request_max_body_size=10 * 1024 * 1024,
     )
     hsts = settings.public_base_url.startswith("https:")
     app.asgi_handler = cast("Any", RequestContext(cast("Any", app.asgi_handler), hsts=hsts))
     return app
-
-
-def _state(**values: Any) -> Any:
-    from litestar.datastructures import State
-
-    return State(values)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from litestar import Litestar
 
 from entrypoints.http.app import create_app
 from entrypoints.http.embedded_worker import embedded_worker_lifespan
-from entrypoints.http.shutdown import die_with_parent
+from entrypoints.http.shutdown import DRAIN_FILE_VARIABLE, die_with_parent
 from entrypoints.logging_setup import configure_logging
 from entrypoints.settings import load_environment, settings_from_mapping
 from entrypoints.wiring import service_registry
@@ -18,8 +20,10 @@ def app_from_env() -> Litestar:
     settings = settings_from_mapping(environ)
     configure_logging(settings.log_level, settings.log_format)
     lifespans = [embedded_worker_lifespan(settings)] if settings.runs_embedded_worker else []
+    drain_file = environ.get(DRAIN_FILE_VARIABLE)
     return create_app(
         settings,
         registry_factory=lambda: service_registry(settings, environ=environ),
         extra_lifespans=lifespans,
+        drain_file=Path(drain_file) if drain_file else None,
     )
