@@ -12,7 +12,6 @@ from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 from swagger_ui_bundle import swagger_ui_path
@@ -56,15 +55,6 @@ def _openapi_config() -> OpenAPIConfig:
                 standalone_preset_js_url=f"{assets}/swagger-ui-standalone-preset.js",
             ),
         ],
-        components=Components(
-            security_schemes={
-                "bearer": SecurityScheme(
-                    type="http",
-                    scheme="bearer",
-                    description="A session token or an API key (`pk_live_…`).",
-                )
-            }
-        ),
     )
 
 

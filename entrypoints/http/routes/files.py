@@ -27,7 +27,7 @@ from entrypoints.http.svcs_plugin import SvcsContainer
     responses={
         200: ResponseSpec(
             data_container=bytes,
-            media_type="application/octet-stream",
+            media_type="*/*",  # whatever type the file was stored with, e.g. image/png
             description="The file's bytes, served with the content type it was stored with",
             generate_examples=False,
         ),
