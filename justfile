@@ -13,8 +13,9 @@ sync:
     uv sync --locked
 
 # Start the API on http://127.0.0.1:8000 (embedded PostgreSQL, local storage, in-process worker unless configured).
+# Logs are readable lines here unless PICTOR_LOG_FORMAT says otherwise (production default: json).
 serve *ARGS:
-    uv run --locked pictor serve {{ARGS}}
+    PICTOR_LOG_FORMAT="${PICTOR_LOG_FORMAT:-console}" uv run --locked pictor serve {{ARGS}}
 
 # Run a background job worker.
 worker *ARGS:
