@@ -12,8 +12,15 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
+from core.accounts.api_keys import ApiKey
+from core.accounts.audit import AuditRecord
+from core.accounts.sessions import Session
+from core.accounts.tokens import OneTimeToken, TokenPurpose
+from core.accounts.users import User, UserStatus
+from core.email import EmailMessage
 from core.jobs import JobInfo, JobSpec, QueueStats
 from core.outbox import OutboxMessage
+from core.rate_limit import RateLimit, RateLimitDecision
 from core.secrets import SecretVersion
 from core.storage import Blob, BlobInfo, SignedUrl
 
@@ -229,11 +236,100 @@ class OutboxRepository(Protocol):
     async def mark_published(self, ids: Sequence[str], at: datetime) -> None: ...
 
 
+class UserRepository(Protocol):
+    async def add(self, user: User) -> None:
+        """Raises DomainError(email_taken) when the normalized email exists."""
+        ...
+
+    async def get(self, user_id: str) -> User | None: ...
+
+    async def get_by_email(self, email_normalized: str) -> User | None: ...
+
+    async def update(self, user: User) -> None:
+        """Replace the stored user with the same id."""
+        ...
+
+    async def list(
+        self,
+        *,
+        email: str | None = None,
+        status: UserStatus | None = None,
+        after: str | None = None,
+        limit: int,
+    ) -> list[User]:
+        """Newest first (ids are time-ordered), after the id `after`; `email` matches a substring of
+        the normalized email."""
+        ...
+
+
+class ApiKeyRepository(Protocol):
+    async def add(self, key: ApiKey) -> None: ...
+
+    async def get_by_hash(self, key_hash: str) -> ApiKey | None:
+        """The key with this hash, revoked or not (the caller decides)."""
+        ...
+
+    async def list_for_user(self, user_id: str) -> list[ApiKey]:
+        """The user's keys that are not revoked, newest first."""
+        ...
+
+    async def revoke(self, user_id: str, key_id: str, at: datetime) -> bool:
+        """Revoke the user's key; False when they have no such live key."""
+        ...
+
+    async def touch(self, key_id: str, at: datetime) -> None:
+        """Record a use (callers throttle this to once a minute)."""
+        ...
+
+
+class TokenRepository(Protocol):
+    async def add(self, token: OneTimeToken) -> None: ...
+
+    async def consume(self, token_hash: str, purpose: TokenPurpose, now: datetime) -> OneTimeToken | None:
+        """Mark the token used and return it, if it exists, has this purpose, is unused and unexpired.
+
+        Atomic: of two concurrent consumers, one gets the token.
+        """
+        ...
+
+    async def revoke_for_user(self, user_id: str, purpose: TokenPurpose, at: datetime) -> int:
+        """Use up every outstanding token of this purpose (e.g. a newer reset link was sent)."""
+        ...
+
+
+class AuditRepository(Protocol):
+    async def add(self, record: AuditRecord) -> None: ...
+
+    async def list(
+        self,
+        *,
+        action: str | None = None,
+        actor_id: str | None = None,
+        target_id: str | None = None,
+        after: str | None = None,
+        limit: int,
+    ) -> list[AuditRecord]:
+        """Newest first, after the id `after`."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction. Leaving the block without `commit()` (or through an exception) rolls back."""
 
     @property
     def outbox(self) -> OutboxRepository: ...
+
+    @property
+    def users(self) -> UserRepository: ...
+
+    @property
+    def api_keys(self) -> ApiKeyRepository: ...
+
+    @property
+    def tokens(self) -> TokenRepository: ...
+
+    @property
+    def audit(self) -> AuditRepository: ...
 
     async def __aenter__(self) -> Self: ...
 
@@ -247,6 +343,70 @@ class UnitOfWork(Protocol):
     async def commit(self) -> None: ...
 
     async def rollback(self) -> None: ...
+
+
+class SessionStore(Protocol):
+    """Login sessions, found by the SHA-256 of their token."""
+
+    async def create(self, session: Session) -> None: ...
+
+    async def get(self, token_hash: str) -> Session | None:
+        """The stored session (the caller checks expiry), or None."""
+        ...
+
+    async def touch(self, token_hash: str, last_seen_at: datetime) -> None: ...
+
+    async def list_for_user(self, user_id: str) -> list[Session]:
+        """The user's stored sessions, newest first (expired ones may be included; callers filter)."""
+        ...
+
+    async def delete(self, user_id: str, session_id: str) -> bool:
+        """End one of the user's sessions; False when they have no such session."""
+        ...
+
+    async def delete_all_for_user(self, user_id: str, *, except_session_id: str | None = None) -> int:
+        """End every session of the user (but one, when given); returns how many ended."""
+        ...
+
+    async def ping(self) -> None: ...
+
+
+class RateLimiter(Protocol):
+    """GCRA decisions (core.rate_limit) over a shared store, atomically per key."""
+
+    async def hit(self, key: str, limit: RateLimit, cost: int = 1) -> RateLimitDecision: ...
+
+    async def peek(self, key: str, limit: RateLimit) -> RateLimitDecision:
+        """The decision a hit would get now, without counting one."""
+        ...
+
+    async def reset(self, key: str) -> None: ...
+
+    async def ping(self) -> None: ...
+
+
+class PasswordHasher(Protocol):
+    """Slow, salted password hashing (argon2id); runs off the event loop."""
+
+    async def hash(self, password: str) -> str: ...
+
+    async def verify(self, password_hash: str, password: str) -> bool: ...
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        """Whether the hash was made with other parameters than the current ones."""
+        ...
+
+
+class PasswordBlocklist(Protocol):
+    """Common and breached passwords, case-folded; membership is a constant-time set lookup."""
+
+    def __contains__(self, password: object) -> bool: ...
+
+
+class Mailer(Protocol):
+    async def send(self, message: EmailMessage) -> None:
+        """Deliver or raise (the email job retries)."""
+        ...
 
 
 class Database(Protocol):

@@ -1,0 +1,1 @@
+"""Accounts and access: users, credentials (sessions, API keys), one-time tokens, audit records."""

@@ -1,0 +1,41 @@
+"""Who is calling: a user, through a session or an API key, with what they may do."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import msgspec
+
+from core.accounts.api_keys import ALL_SCOPES
+from core.accounts.users import Role
+from core.errors import DomainError, ErrorCode
+
+
+class CredentialKind(StrEnum):
+    SESSION = "session"
+    API_KEY = "api_key"
+
+
+class Principal(msgspec.Struct, frozen=True, kw_only=True):
+    user_id: str
+    email: str
+    role: Role
+    plan: str
+    scopes: frozenset[str]
+    credential: CredentialKind
+    credential_id: str  # the session's or the key's id
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+    def require_scope(self, scope: str) -> None:
+        if scope not in self.scopes:
+            raise DomainError(ErrorCode.INSUFFICIENT_SCOPE, f"This credential lacks the {scope!r} scope")
+
+    def require_admin(self) -> None:
+        if not self.is_admin:
+            raise DomainError(ErrorCode.FORBIDDEN, "Administrators only")
+
+
+SESSION_SCOPES = frozenset(str(s) for s in ALL_SCOPES)  # a person's session may do what they may
