@@ -53,6 +53,9 @@ class SystemIds:
     def random(self) -> float:
         return secrets.SystemRandom().random()
 
+    def random_bytes(self, n: int) -> bytes:
+        return os.urandom(n)
+
 
 def format_uuid(value: int) -> str:
     h = f"{value:032x}"

@@ -6,6 +6,7 @@ import base64
 import binascii
 
 from core.errors import DomainError, ErrorCode
+from core.identifiers import is_id
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -24,7 +25,7 @@ def decode_cursor(cursor: str | None) -> str | None:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise DomainError(ErrorCode.INVALID_CURSOR, "The cursor is not one this API made") from None
     version, _, last_id = text.partition(":")
-    if version != "v1" or not last_id or len(last_id) > 100:
+    if version != "v1" or not is_id(last_id):
         raise DomainError(ErrorCode.INVALID_CURSOR, "The cursor is not one this API made")
     return last_id
 

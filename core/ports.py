@@ -54,6 +54,10 @@ class Ids(Protocol):
         """A uniform number in [0, 1), for jitter."""
         ...
 
+    def random_bytes(self, n: int) -> bytes:
+        """`n` bytes from a cryptographically secure source."""
+        ...
+
 
 class Secrets(Protocol):
     """Named secrets with versions, newest first, so keys can rotate."""

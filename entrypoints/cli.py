@@ -16,10 +16,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import msgspec
+import svcs
 
 from adapters.postgres.migrations import MigrationError
+from core.errors import DomainError
 from entrypoints.http.shutdown import DRAIN_FILE_VARIABLE, die_with_parent
 from entrypoints.settings import (
     Settings,
@@ -32,7 +35,7 @@ from entrypoints.settings import (
 from entrypoints.wiring import PendingMigrationsError, UnusableConfiguration
 
 # Failures at start-up that come from configuration or the database's state, not from a bug.
-STARTUP_ERRORS = (SettingsError, PendingMigrationsError, MigrationError, UnusableConfiguration)
+STARTUP_ERRORS = (SettingsError, PendingMigrationsError, MigrationError, UnusableConfiguration, DomainError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,7 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(settings, args) or 0)
     except STARTUP_ERRORS as error:  # an operator's problem: say what, not where in our code
-        print(f"pictor {args.command}: {error}", file=sys.stderr)
+        detail = error.detail if isinstance(error, DomainError) else error
+        print(f"pictor {args.command}: {detail}", file=sys.stderr)
         return 2
 
 
@@ -78,6 +82,15 @@ def _parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="apply pending database migrations")
     migrate.add_argument("--list", action="store_true", help="only list the pending migrations")
     migrate.set_defaults(handler=_migrate)
+
+    users = commands.add_parser("users", help="manage accounts")
+    user_commands = users.add_subparsers(dest="users_command", required=True)
+    create_admin = user_commands.add_parser(
+        "create-admin", help="create an administrator (password asked for, or read from stdin)"
+    )
+    create_admin.add_argument("email")
+    create_admin.add_argument("--display-name", default=None)
+    create_admin.set_defaults(handler=_create_admin)
 
     check = commands.add_parser("check-config", help="print the resolved configuration, secrets masked")
     check.set_defaults(handler=_check_config)
@@ -121,6 +134,57 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     verb = "pending" if args.list else "applied"
     print(f"{len(pending)} migration(s) {verb}" + "".join(f"\n  {m}" for m in pending))
     return 0
+
+
+# --- users -------------------------------------------------------------------------------------
+
+
+def _create_admin(settings: Settings, args: argparse.Namespace) -> int:
+    if sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("pictor users create-admin: the passwords differ", file=sys.stderr)
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    user = asyncio.run(_register_admin(settings, args, password))
+    print(f"administrator {user.email} created (id {user.id})")
+    return 0
+
+
+async def _register_admin(settings: Settings, args: argparse.Namespace, password: str) -> Any:
+    from core.accounts.context import Caller
+    from core.accounts.registration import Registration
+    from core.accounts.users import Role
+    from core.ports import Clock, Database, Ids, JobQueue, PasswordBlocklist, PasswordHasher, SessionStore
+    from entrypoints.wiring import account_policy, service_registry
+
+    async with service_registry(settings, environ=args.environ) as registry:
+        container = svcs.Container(registry)
+        async with container:
+            database, sessions, hasher, blocklist, jobs, ids, clock = await container.aget(
+                Database, SessionStore, PasswordHasher, PasswordBlocklist, JobQueue, Ids, Clock
+            )
+            registration = Registration(
+                database=database,
+                sessions=sessions,
+                hasher=hasher,
+                blocklist=blocklist,
+                jobs=jobs,
+                ids=ids,
+                clock=clock,
+                policy=account_policy(settings),
+            )
+            return await registration.register(
+                email=args.email,
+                password=password,
+                display_name=args.display_name,
+                caller=Caller(correlation_id="cli:create-admin"),
+                role=Role.ADMIN,
+                email_verified=True,
+            )
 
 
 # --- worker ------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ _SCHEMES: dict[str, frozenset[str]] = {
     "valkey_url": frozenset({"redis", "rediss", "valkey", "valkeys", "memory"}),
     "storage_url": frozenset({"s3", "gs", "az", "file", "memory"}),
     "queue_url": frozenset({"redis", "rediss", "valkey", "valkeys", "postgresql", "postgres", "memory"}),
+    "smtp_url": frozenset({"smtp", "smtps", "memory", "console"}),
 }
 
 SECRET_FIELDS = frozenset({"metrics_token", "s3_secret_access_key"})
@@ -79,6 +80,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Cache.
     cache_ttl_seconds: float = 30.0
 
+    # Accounts.
+    password_min_length: int = 12
+    session_idle_timeout_seconds: int = 8 * 3600
+    session_absolute_lifetime_seconds: int = 7 * 24 * 3600
+    session_cookie_secure: bool | None = None  # default: when the base URL is https
+    smtp_url: str | None = None  # smtp://user:pass@host:587?starttls=true, smtps://…; unset: console
+    mail_from: str = "Pictor <no-reply@localhost>"
+    app_url: str | None = None  # where links in emails point (the web app); default: base URL
+
     # Worker. None: run one inside `pictor serve` only when the queue is embedded or in memory.
     embedded_worker: bool | None = None
     worker_concurrency: int = 10
@@ -105,6 +115,16 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     @property
     def public_base_url(self) -> str:
         return (self.base_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def session_cookie_is_secure(self) -> bool:
+        if self.session_cookie_secure is not None:
+            return self.session_cookie_secure
+        return self.public_base_url.startswith("https:")
+
+    @property
+    def public_app_url(self) -> str:
+        return (self.app_url or self.public_base_url).rstrip("/")
 
     @property
     def data_path(self) -> Path:
@@ -157,6 +177,13 @@ def _check_settings(s: Settings) -> None:
         raise SettingsError(f"{PREFIX}BASE_URL: must be an http(s) URL, got {s.base_url!r}")
     if not 1 <= s.db_pool_min <= s.db_pool_max:
         raise SettingsError(f"{PREFIX}DB_POOL_MIN/{PREFIX}DB_POOL_MAX: need 1 <= min <= max")
+    if not 8 <= s.password_min_length <= 64:
+        raise SettingsError(f"{PREFIX}PASSWORD_MIN_LENGTH: between 8 and 64 (NIST asks for at least 8)")
+    if not 60 <= s.session_idle_timeout_seconds <= s.session_absolute_lifetime_seconds:
+        raise SettingsError(
+            f"{PREFIX}SESSION_IDLE_TIMEOUT_SECONDS: at least 60, "
+            f"and at most {PREFIX}SESSION_ABSOLUTE_LIFETIME_SECONDS"
+        )
     positive = (
         "http_workers",
         "db_pool_acquire_timeout",

@@ -13,13 +13,21 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import svcs
 
+from adapters.mail.console import ConsoleMailer
+from adapters.mail.smtp import smtp_mailer_from_url
 from adapters.memory.cache import MemoryCache
 from adapters.memory.database import MemoryDatabase
+from adapters.memory.mailer import MemoryMailer
+from adapters.memory.rate_limiter import MemoryRateLimiter
+from adapters.memory.session_store import MemorySessionStore
+from adapters.passwords.argon2_hasher import Argon2PasswordHasher
+from adapters.passwords.blocklist import ShippedBlocklist
 from adapters.queue.factory import job_queue_from_url
 from adapters.queue.saq_queue import SaqJobQueue
 from adapters.resilient_cache import ResilientCache
@@ -27,8 +35,23 @@ from adapters.secrets import ChainedSecrets, EnvSecrets, FileSecrets
 from adapters.storage.factory import blob_store_from_url
 from adapters.storage.link_signer import LinkSigner
 from adapters.system import SystemClock, SystemIds
+from core.accounts.context import AccountPolicy
 from core.circuit_breaker import CircuitBreaker
-from core.ports import BlobStore, Cache, Clock, Database, Ids, JobQueue, Secrets, SignedLinks
+from core.ports import (
+    BlobStore,
+    Cache,
+    Clock,
+    Database,
+    Ids,
+    JobQueue,
+    Mailer,
+    PasswordBlocklist,
+    PasswordHasher,
+    RateLimiter,
+    Secrets,
+    SessionStore,
+    SignedLinks,
+)
 from core.secrets import METRICS_TOKEN, URL_SIGNING_KEY
 from entrypoints.settings import Settings, load_environment
 
@@ -47,6 +70,7 @@ _CHECKS: dict[str, tuple[str, bool]] = {
     _service_name(BlobStore): ("storage", True),
     _service_name(JobQueue): ("queue", True),
     _service_name(Secrets): ("secrets", True),
+    _service_name(SessionStore): ("sessions", True),
 }
 
 
@@ -173,10 +197,11 @@ async def _register_all(
     registry.register_value(Ids, ids)
     registry.register_value(Secrets, secrets, ping=_secrets_ping(settings))
 
-    registry.register_value(
-        Database, await _open_database(registry, settings, database_url, check_migrations), ping=_ping
-    )
-    registry.register_value(Cache, await _open_cache(registry, settings), ping=_ping)
+    database, pool = await _open_database(registry, settings, database_url, check_migrations)
+    registry.register_value(Database, database, ping=_ping)
+    valkey = _open_valkey(registry, settings)
+    registry.register_value(Cache, _cache(settings, valkey), ping=_ping)
+    _register_accounts(registry, settings, pool, valkey)
 
     signer = LinkSigner(secrets, clock, settings.public_base_url)
     registry.register_value(SignedLinks, signer)
@@ -217,9 +242,10 @@ def _secrets_ping(settings: Settings) -> Callable[[Secrets], Awaitable[None]]:
 
 async def _open_database(
     registry: svcs.Registry, settings: Settings, url: str, check_migrations: bool
-) -> Database:
+) -> tuple[Database, Any]:
+    """The database and, on PostgreSQL, its pool (other PostgreSQL adapters share it)."""
     if url.startswith("memory:"):
-        return MemoryDatabase()
+        return MemoryDatabase(), None
     from adapters.postgres.database import PostgresDatabase
     from adapters.postgres.instrumentation import forget_pool_stats, report_pool_stats
     from adapters.postgres.migrations import pending_migrations
@@ -252,19 +278,72 @@ async def _open_database(
             raise PendingMigrationsError(
                 f"{len(pending)} pending migration(s): {', '.join(pending)}; run `pictor migrate` first"
             )
-    return PostgresDatabase(pool)
+    return PostgresDatabase(pool), pool
 
 
-async def _open_cache(registry: svcs.Registry, settings: Settings) -> Cache:
+def _open_valkey(registry: svcs.Registry, settings: Settings) -> Any:
+    """One Valkey client for the cache, sessions and rate limits; None without PICTOR_VALKEY_URL."""
     url = settings.valkey_url
     if url is None or url.startswith("memory:"):
-        return MemoryCache()
-    from adapters.valkey.cache import ValkeyCache
+        return None
     from adapters.valkey.client import create_valkey_client
 
     client = create_valkey_client(url)
     registry.register_value(type(client), client, on_registry_close=client.aclose)
-    return ResilientCache(ValkeyCache(client, key_prefix=f"{settings.namespace}:"), breaker=CircuitBreaker())
+    return client
+
+
+def _cache(settings: Settings, valkey: Any) -> Cache:
+    if valkey is None:
+        return MemoryCache()
+    from adapters.valkey.cache import ValkeyCache
+
+    return ResilientCache(ValkeyCache(valkey, key_prefix=f"{settings.namespace}:"), breaker=CircuitBreaker())
+
+
+def account_policy(settings: Settings) -> AccountPolicy:
+    return AccountPolicy(
+        password_min_length=settings.password_min_length,
+        session_idle_timeout=timedelta(seconds=settings.session_idle_timeout_seconds),
+        session_absolute_lifetime=timedelta(seconds=settings.session_absolute_lifetime_seconds),
+    )
+
+
+def _register_accounts(registry: svcs.Registry, settings: Settings, pool: Any, valkey: Any) -> None:
+    """Sessions live in Valkey when there is one, else in PostgreSQL (they survive restarts of the
+    embedded set-up), else in memory; rate limits in Valkey or in memory (one process)."""
+    prefix = f"{settings.namespace}:"
+    sessions: SessionStore
+    limiter: RateLimiter
+    if valkey is not None:
+        from adapters.valkey.rate_limiter import ValkeyRateLimiter
+        from adapters.valkey.session_store import ValkeySessionStore
+
+        sessions = ValkeySessionStore(valkey, key_prefix=prefix)
+        limiter = ValkeyRateLimiter(valkey, key_prefix=prefix)
+    else:
+        limiter = MemoryRateLimiter()
+        if pool is not None:
+            from adapters.postgres.session_store import PostgresSessionStore
+
+            sessions = PostgresSessionStore(pool)
+        else:
+            sessions = MemorySessionStore()
+    registry.register_value(SessionStore, sessions, ping=_ping)
+    registry.register_value(RateLimiter, limiter)
+    registry.register_value(AccountPolicy, account_policy(settings))
+    registry.register_value(PasswordHasher, Argon2PasswordHasher())
+    registry.register_value(PasswordBlocklist, ShippedBlocklist())
+    registry.register_value(Mailer, mailer_for(settings))
+
+
+def mailer_for(settings: Settings) -> Mailer:
+    url = settings.smtp_url
+    if url is None or url.startswith("console:"):
+        return ConsoleMailer()
+    if url.startswith("memory:"):
+        return MemoryMailer()
+    return smtp_mailer_from_url(url, sender=settings.mail_from)
 
 
 __all__ = [

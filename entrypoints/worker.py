@@ -16,8 +16,9 @@ import svcs
 
 from adapters.queue.conventions import CronJob
 from adapters.queue.factory import JobWorker, job_worker_for
+from core.accounts.registration import SEND_PASSWORD_RESET_EMAIL, SEND_VERIFICATION_EMAIL, EmailJobs
 from core.jobs import MAINTENANCE, QUEUES
-from core.ports import Clock, Database, JobContext, JobHandler, JobQueue
+from core.ports import Clock, Database, Ids, JobContext, JobHandler, JobQueue, Mailer
 from core.use_cases.publish_outbox import publish_outbox_backlog
 from entrypoints.correlation import correlation_id_var
 from entrypoints.event_handlers import EVENT_HANDLERS
@@ -54,7 +55,23 @@ def job_handlers(registry: svcs.Registry) -> dict[str, JobHandler]:
         )
         return {"published": published}
 
-    return {"publish_outbox": with_services(publish_outbox_job)}
+    async def email_jobs(container: svcs.Container) -> EmailJobs:
+        database, mailer, ids, clock, settings = await container.aget(Database, Mailer, Ids, Clock, Settings)
+        return EmailJobs(
+            database=database, mailer=mailer, ids=ids, clock=clock, app_url=settings.public_app_url
+        )
+
+    async def send_verification_email(container: svcs.Container, ctx: JobContext, user_id: str) -> bool:
+        return await (await email_jobs(container)).send_verification_email(user_id)
+
+    async def send_password_reset_email(container: svcs.Container, ctx: JobContext, email: str) -> bool:
+        return await (await email_jobs(container)).send_password_reset_email(email)
+
+    return {
+        "publish_outbox": with_services(publish_outbox_job),
+        SEND_VERIFICATION_EMAIL: with_services(send_verification_email),
+        SEND_PASSWORD_RESET_EMAIL: with_services(send_password_reset_email),
+    }
 
 
 def served_queues(queues: Sequence[str] | None) -> list[str]:

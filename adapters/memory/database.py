@@ -5,6 +5,9 @@ writes are visible to itself at once and to others only after `commit()`; rollba
 leaving without `commit()` discards them; messages a unit of work has claimed or updated are row-
 locked until it ends, so other claimers skip them (`FOR UPDATE SKIP LOCKED`) and other updaters wait
 for them; positions come from a sequence that never goes back, even across rollbacks.
+
+The account repositories (`adapters.memory.accounts`, on `adapters.memory.tables`) follow the same
+rules; a commit makes the outbox's and the account tables' writes visible together.
 """
 
 from __future__ import annotations
@@ -17,6 +20,19 @@ from typing import Any, Self
 
 import msgspec
 
+from adapters.memory.accounts import (
+    AccountTables,
+    MemoryApiKeyRepository,
+    MemoryAuditRepository,
+    MemoryTokenRepository,
+    MemoryUserRepository,
+    account_repositories,
+)
+from adapters.memory.tables import Locks, Transaction
+from core.accounts.api_keys import ApiKey
+from core.accounts.audit import AuditRecord
+from core.accounts.tokens import OneTimeToken
+from core.accounts.users import User
 from core.errors import DomainError, ErrorCode
 from core.outbox import OutboxMessage
 
@@ -56,9 +72,11 @@ class MemoryDatabase:
 
     def __init__(self) -> None:
         self._outbox = _OutboxTable()
+        self._accounts = AccountTables()
+        self._locks = Locks()
 
     def unit_of_work(self) -> MemoryUnitOfWork:
-        return MemoryUnitOfWork(self._outbox)
+        return MemoryUnitOfWork(self._outbox, self._accounts, self._locks)
 
     async def ping(self) -> None:
         return None
@@ -67,24 +85,58 @@ class MemoryDatabase:
         """Every committed outbox message, published or not, by position (for tests' assertions)."""
         return sorted(self._outbox.rows.values(), key=lambda message: message.position)
 
+    def committed_users(self) -> list[User]:
+        """Every committed user, oldest first (for tests' assertions)."""
+        return sorted(self._accounts.users.rows.values(), key=lambda user: user.id)
+
+    def committed_api_keys(self) -> list[ApiKey]:
+        """Every committed API key, revoked or not, oldest first (for tests' assertions)."""
+        return sorted(self._accounts.api_keys.rows.values(), key=lambda key: key.id)
+
+    def committed_tokens(self) -> list[OneTimeToken]:
+        """Every committed one-time token, used or not, by creation time (for tests' assertions)."""
+        return sorted(self._accounts.tokens.rows.values(), key=lambda token: token.created_at)
+
+    def committed_audit(self) -> list[AuditRecord]:
+        """Every committed audit record, oldest first (for tests' assertions)."""
+        return sorted(self._accounts.audit.rows.values(), key=lambda record: record.id)
+
 
 class MemoryUnitOfWork:
     """Implements `core.ports.UnitOfWork` in memory; finished after `commit()` or `rollback()`."""
 
-    def __init__(self, table: _OutboxTable) -> None:
+    def __init__(self, table: _OutboxTable, accounts: AccountTables, locks: Locks) -> None:
         self._table = table
-        self._active = False
+        self._transaction = Transaction(locks)
         self._entered = False
         self.outbox = MemoryOutboxRepository(self, table)
+        self._users, self._api_keys, self._tokens, self._audit = account_repositories(
+            self._transaction, accounts
+        )
+
+    @property
+    def users(self) -> MemoryUserRepository:
+        return self._users
+
+    @property
+    def api_keys(self) -> MemoryApiKeyRepository:
+        return self._api_keys
+
+    @property
+    def tokens(self) -> MemoryTokenRepository:
+        return self._tokens
+
+    @property
+    def audit(self) -> MemoryAuditRepository:
+        return self._audit
 
     def require_active(self) -> None:
-        if not self._active:
-            raise RuntimeError("the unit of work is not in a transaction (not entered, or already ended)")
+        self._transaction.require_active()
 
     async def __aenter__(self) -> Self:
         if self._entered:
             raise RuntimeError("a unit of work can be entered only once")
-        self._entered = self._active = True
+        self._entered = self._transaction.active = True
         return self
 
     async def __aexit__(
@@ -96,18 +148,25 @@ class MemoryUnitOfWork:
         await self.rollback()
 
     async def commit(self) -> None:
-        if not self._active:
+        if not self._transaction.active:
             raise RuntimeError("nothing to commit: the unit of work is not in a transaction")
-        self._active = False
+        self._transaction.active = False
+        # Both before the first await: no other unit of work sees half of the commit.
         self.outbox.apply()
-        await self._table.release(self.outbox)
+        self._transaction.apply()
+        await self._release()
 
     async def rollback(self) -> None:
-        if not self._active:
+        if not self._transaction.active:
             return
-        self._active = False
+        self._transaction.active = False
         self.outbox.discard()
+        self._transaction.discard()
+        await self._release()
+
+    async def _release(self) -> None:
         await self._table.release(self.outbox)
+        await self._transaction.release()
 
 
 class MemoryOutboxRepository:

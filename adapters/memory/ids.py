@@ -24,3 +24,6 @@ class SequentialIds:
 
     def random(self) -> float:
         return self._random.random()
+
+    def random_bytes(self, n: int) -> bytes:
+        return self._random.randbytes(n)

@@ -1,4 +1,7 @@
-"""The persistence port on PostgreSQL: units of work over a psycopg pool, and the outbox table."""
+"""The persistence port on PostgreSQL: units of work over a psycopg pool, and the outbox table.
+
+The account repositories live in `adapters.postgres.accounts`; the unit of work hands them out.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,12 @@ import msgspec
 from psycopg import AsyncConnection, AsyncTransaction
 from psycopg_pool import PoolTimeout
 
+from adapters.postgres.accounts import (
+    PostgresApiKeyRepository,
+    PostgresAuditRepository,
+    PostgresTokenRepository,
+    PostgresUserRepository,
+)
 from adapters.postgres.pool import PostgresPool
 from core.errors import DomainError, ErrorCode
 from core.outbox import OutboxMessage
@@ -58,6 +67,26 @@ class PostgresUnitOfWork:
         self._block = AsyncExitStack()  # holds the `conn.transaction()` block while it is open
         self._entered = False
         self.outbox = PostgresOutboxRepository(self)
+        self._users = PostgresUserRepository(self)
+        self._api_keys = PostgresApiKeyRepository(self)
+        self._tokens = PostgresTokenRepository(self)
+        self._audit = PostgresAuditRepository(self)
+
+    @property
+    def users(self) -> PostgresUserRepository:
+        return self._users
+
+    @property
+    def api_keys(self) -> PostgresApiKeyRepository:
+        return self._api_keys
+
+    @property
+    def tokens(self) -> PostgresTokenRepository:
+        return self._tokens
+
+    @property
+    def audit(self) -> PostgresAuditRepository:
+        return self._audit
 
     @property
     def connection(self) -> AsyncConnection[Any]:

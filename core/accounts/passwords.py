@@ -13,6 +13,11 @@ from core.errors import DomainError, ErrorCode, FieldError
 
 DEFAULT_MIN_LENGTH = 12
 MAX_LENGTH = 128
+# NFKC composes at most a few code points into one, so anything this long stays too long once
+# normalized: refuse it before spending time normalizing megabytes.
+_RAW_LENGTH_CEILING = 4 * MAX_LENGTH
+# Shorter local parts ("jo", "a") would forbid too many good passwords for too little gain.
+_MIN_LOCAL_PART = 3
 
 
 def normalize_password(password: str) -> str:
@@ -20,21 +25,34 @@ def normalize_password(password: str) -> str:
     return unicodedata.normalize("NFKC", password)
 
 
+def _local_parts(email: str) -> set[str]:
+    """The email's local part, and without its `+tag` if it has one, folded like passwords are."""
+    local = normalize_password(email.split("@", 1)[0]).casefold()
+    parts = {local, local.split("+", 1)[0]}
+    return {part for part in parts if len(part) >= _MIN_LOCAL_PART}
+
+
 def password_problem(
     password: str, *, email: str, blocklist: Container[str], min_length: int = DEFAULT_MIN_LENGTH
 ) -> str | None:
-    """Why `password` is not acceptable for the account `email`, or None when it is."""
+    """Why `password` is not acceptable for the account `email`, or None when it is.
+
+    Lengths count characters (code points) of the NFKC form; the blocklist is matched
+    case-insensitively (its entries are case-folded, and so is the password).
+    """
+    too_long = f"Use at most {MAX_LENGTH} characters"
+    if len(password) > _RAW_LENGTH_CEILING:
+        return too_long
     normalized = normalize_password(password)
     length = len(normalized)
     if length < min_length:
         return f"Use at least {min_length} characters"
     if length > MAX_LENGTH:
-        return f"Use at most {MAX_LENGTH} characters"
+        return too_long
     folded = normalized.casefold()
     if folded in blocklist:
         return "This password is too common or has appeared in a data breach"
-    local_part = email.split("@", 1)[0].casefold()
-    if len(local_part) >= 3 and local_part in folded:
+    if any(part in folded for part in _local_parts(email)):
         return "Do not use your email address in your password"
     if len(set(folded)) < 3:
         return "Use more than two different characters"

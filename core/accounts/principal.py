@@ -33,6 +33,11 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
         if scope not in self.scopes:
             raise DomainError(ErrorCode.INSUFFICIENT_SCOPE, f"This credential lacks the {scope!r} scope")
 
+    def require_session(self) -> None:
+        """Some acts (changing the account, minting keys) are for people, not for API keys."""
+        if self.credential is not CredentialKind.SESSION:
+            raise DomainError(ErrorCode.FORBIDDEN, "Log in to do this; API keys cannot")
+
     def require_admin(self) -> None:
         if not self.is_admin:
             raise DomainError(ErrorCode.FORBIDDEN, "Administrators only")

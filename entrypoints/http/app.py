@@ -18,6 +18,9 @@ from swagger_ui_bundle import swagger_ui_path
 
 from entrypoints.http.problems import problem_details_plugin
 from entrypoints.http.request_context import RequestContext
+from entrypoints.http.routes.accounts import AuthController, MeController
+from entrypoints.http.routes.admin import AdminController
+from entrypoints.http.routes.api_keys import ApiKeysController
 from entrypoints.http.routes.files import download_file
 from entrypoints.http.routes.health import live, ready
 from entrypoints.http.routes.metrics import MetricsController
@@ -85,6 +88,10 @@ def create_app(
             ready,
             MetricsController,
             download_file,
+            AuthController,
+            MeController,
+            ApiKeysController,
+            AdminController,
             list_problem_types,
             get_problem_type,
             docs,

@@ -52,3 +52,9 @@ def test_tokens_are_url_safe_and_long_enough(ids: Ids):
 
 def test_random_is_in_the_unit_interval(ids: Ids):
     assert all(0.0 <= ids.random() < 1.0 for _ in range(100))
+
+
+def test_random_bytes_have_the_requested_length_and_vary(ids: Ids):
+    first = ids.random_bytes(24)
+    assert len(first) == 24
+    assert ids.random_bytes(24) != first

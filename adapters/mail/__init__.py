@@ -1,0 +1,1 @@
+"""Mailers: SMTP (the standard library's smtplib) and the console (the embedded default)."""

@@ -1,0 +1,130 @@
+"""What administrators do with accounts, and the audit log."""
+
+from __future__ import annotations
+
+import msgspec
+
+from core.accounts import audit_trail
+from core.accounts.audit import AuditAction, AuditRecord
+from core.accounts.context import Caller
+from core.accounts.principal import Principal
+from core.accounts.users import Role, User, UserStatus
+from core.errors import DomainError, ErrorCode
+from core.identifiers import is_id
+from core.pagination import clamp_limit, decode_cursor
+from core.ports import Clock, Database, Ids, SessionStore
+
+
+class UserChanges(msgspec.Struct, frozen=True, kw_only=True):
+    role: Role | None = None
+    status: UserStatus | None = None
+
+
+class Administration:
+    def __init__(self, *, database: Database, sessions: SessionStore, ids: Ids, clock: Clock) -> None:
+        self._database = database
+        self._sessions = sessions
+        self._ids = ids
+        self._clock = clock
+
+    async def list_users(
+        self,
+        admin: Principal,
+        *,
+        email: str | None = None,
+        status: UserStatus | None = None,
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> tuple[list[User], str | None]:
+        admin.require_admin()
+        size = clamp_limit(limit)
+        async with self._database.unit_of_work() as uow:
+            users = await uow.users.list(
+                email=email.strip().lower() if email else None,
+                status=status,
+                after=decode_cursor(cursor),
+                limit=size + 1,
+            )
+        return users[:size], users[size - 1].id if len(users) > size else None
+
+    async def get_user(self, admin: Principal, user_id: str) -> User:
+        admin.require_admin()
+        if not is_id(user_id):
+            raise DomainError(ErrorCode.NOT_FOUND, "No such user")
+        async with self._database.unit_of_work() as uow:
+            user = await uow.users.get(user_id)
+        if user is None:
+            raise DomainError(ErrorCode.NOT_FOUND, "No such user")
+        return user
+
+    async def change_user(self, admin: Principal, user_id: str, changes: UserChanges, caller: Caller) -> User:
+        """Role and status. Suspension ends the user's sessions and stops their keys at once (keys
+        are checked against the user's status on every request); a role change ends the sessions
+        too, so privileges never outlive the session that had them."""
+        admin.require_admin()
+        if not is_id(user_id):
+            raise DomainError(ErrorCode.NOT_FOUND, "No such user")
+        if user_id == admin.user_id and (changes.role is Role.USER or changes.status is UserStatus.SUSPENDED):
+            raise DomainError(ErrorCode.INVALID_STATE, "Administrators cannot demote or suspend themselves")
+        async with self._database.unit_of_work() as uow:
+            user = await uow.users.get(user_id)
+            if user is None:
+                raise DomainError(ErrorCode.NOT_FOUND, "No such user")
+            updated = user
+            if changes.role is not None and changes.role is not user.role:
+                updated = msgspec.structs.replace(updated, role=changes.role)
+                await audit_trail.record(
+                    uow,
+                    self._ids,
+                    self._clock,
+                    caller,
+                    AuditAction.ROLE_CHANGED,
+                    actor_id=admin.user_id,
+                    target_type="user",
+                    target_id=user.id,
+                    before=user.role.value,
+                    after=changes.role.value,
+                )
+            if changes.status is not None and changes.status is not user.status:
+                updated = msgspec.structs.replace(updated, status=changes.status)
+                await audit_trail.record(
+                    uow,
+                    self._ids,
+                    self._clock,
+                    caller,
+                    AuditAction.STATUS_CHANGED,
+                    actor_id=admin.user_id,
+                    target_type="user",
+                    target_id=user.id,
+                    before=user.status.value,
+                    after=changes.status.value,
+                )
+            if updated is user:
+                return user
+            updated = msgspec.structs.replace(updated, updated_at=self._clock.now())
+            await uow.users.update(updated)
+            await uow.commit()
+        await self._sessions.delete_all_for_user(user.id)
+        return updated
+
+    async def audit_log(
+        self,
+        admin: Principal,
+        *,
+        action: str | None = None,
+        actor_id: str | None = None,
+        target_id: str | None = None,
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> tuple[list[AuditRecord], str | None]:
+        admin.require_admin()
+        size = clamp_limit(limit)
+        async with self._database.unit_of_work() as uow:
+            records = await uow.audit.list(
+                action=action,
+                actor_id=actor_id,
+                target_id=target_id,
+                after=decode_cursor(cursor),
+                limit=size + 1,
+            )
+        return records[:size], records[size - 1].id if len(records) > size else None

@@ -1,0 +1,274 @@
+"""Logging in and out, and turning a credential (session token or API key) into a Principal."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import timedelta
+
+import msgspec
+
+from core.accounts import audit_trail
+from core.accounts.api_keys import ApiKey, hash_secret, looks_like_api_key
+from core.accounts.audit import AuditAction
+from core.accounts.context import AccountPolicy, Caller
+from core.accounts.passwords import normalize_password
+from core.accounts.principal import SESSION_SCOPES, CredentialKind, Principal
+from core.accounts.sessions import Session, new_session
+from core.accounts.users import User, normalize_email
+from core.errors import DomainError, ErrorCode
+from core.identifiers import is_id
+from core.ports import Clock, Database, Ids, PasswordHasher, RateLimiter, SessionStore
+from core.rate_limit import RateLimitDecision
+
+API_KEY_TOUCH_INTERVAL = timedelta(minutes=1)
+
+
+class LoginResult(msgspec.Struct, frozen=True, kw_only=True):
+    token: str  # shown once; only its hash is stored
+    session: Session
+    user: User
+
+
+def unauthenticated(detail: str = "A valid session token or API key is required") -> DomainError:
+    return DomainError(ErrorCode.UNAUTHENTICATED, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _too_many_attempts(decision: RateLimitDecision) -> DomainError:
+    retry_after = max(1, int(decision.retry_after_seconds + 0.999))
+    return DomainError(
+        ErrorCode.TOO_MANY_ATTEMPTS,
+        "Too many failed logins; try again later",
+        headers={"Retry-After": str(retry_after)},
+        retry_after_seconds=retry_after,
+    )
+
+
+class Authentication:
+    def __init__(
+        self,
+        *,
+        database: Database,
+        sessions: SessionStore,
+        hasher: PasswordHasher,
+        limiter: RateLimiter,
+        ids: Ids,
+        clock: Clock,
+        policy: AccountPolicy,
+    ) -> None:
+        self._database = database
+        self._sessions = sessions
+        self._hasher = hasher
+        self._limiter = limiter
+        self._ids = ids
+        self._clock = clock
+        self._policy = policy
+        self._dummy_hash: str | None = None
+
+    # --- logging in ------------------------------------------------------------------------
+
+    async def login(self, *, email: str, password: str, caller: Caller) -> LoginResult:
+        """Check the password, then open a new session (a new token: sessions rotate on login).
+
+        Failures are counted per account and per client address; past the limits the answer is
+        `too_many_attempts` whatever the password, and a `suspicious_activity` record is written.
+        """
+        try:
+            email_normalized = normalize_email(email)
+        except DomainError:
+            raise DomainError(ErrorCode.INVALID_CREDENTIALS, "Wrong email or password") from None
+        account_key = f"login:account:{hash_secret(email_normalized)[:32]}"
+        ip_key = f"login:ip:{caller.ip or 'unknown'}"
+        for key, limit in (
+            (account_key, self._policy.login_failures_per_account),
+            (ip_key, self._policy.login_failures_per_ip),
+        ):
+            decision = await self._limiter.peek(key, limit)
+            if not decision.allowed:
+                raise _too_many_attempts(decision)
+
+        async with self._database.unit_of_work() as uow:
+            user = await uow.users.get_by_email(email_normalized)
+        normalized = normalize_password(password)
+        if user is None:
+            await self._hasher.verify(await self._dummy(), normalized)  # same work as a real check
+            verified = False
+        else:
+            verified = await self._hasher.verify(user.password_hash, normalized)
+
+        if not verified:
+            await self._login_failed(user, account_key, ip_key, caller)
+            raise DomainError(ErrorCode.INVALID_CREDENTIALS, "Wrong email or password")
+        assert user is not None
+        if not user.is_active:
+            raise DomainError(ErrorCode.FORBIDDEN, "This account is suspended")
+
+        await self._limiter.reset(account_key)
+        now = self._clock.now()
+        if self._hasher.needs_rehash(user.password_hash):
+            user = msgspec.structs.replace(
+                user, password_hash=await self._hasher.hash(normalized), updated_at=now
+            )
+        token = self._ids.token(32)
+        session = new_session(
+            session_id=self._ids.new_id(),
+            user_id=user.id,
+            token_hash=hash_secret(token),
+            now=now,
+            idle_timeout=self._policy.session_idle_timeout,
+            absolute_lifetime=self._policy.session_absolute_lifetime,
+            ip=caller.ip,
+            user_agent=caller.user_agent,
+        )
+        await self._sessions.create(session)
+        async with self._database.unit_of_work() as uow:
+            if user.updated_at == now:  # re-hashed with the current parameters
+                await uow.users.update(user)
+            await audit_trail.record(
+                uow,
+                self._ids,
+                self._clock,
+                caller,
+                AuditAction.LOGIN_SUCCEEDED,
+                actor_id=user.id,
+                target_type="session",
+                target_id=session.id,
+            )
+            await uow.commit()
+        return LoginResult(token=token, session=session, user=user)
+
+    async def _login_failed(self, user: User | None, account_key: str, ip_key: str, caller: Caller) -> None:
+        account = await self._limiter.hit(account_key, self._policy.login_failures_per_account)
+        by_ip = await self._limiter.hit(ip_key, self._policy.login_failures_per_ip)
+        async with self._database.unit_of_work() as uow:
+            target = {"target_type": "user", "target_id": user.id} if user else {}
+            await audit_trail.record(
+                uow, self._ids, self._clock, caller, AuditAction.LOGIN_FAILED, actor_id=None, **target
+            )
+            account_exhausted = not account.allowed or account.remaining == 0
+            if account_exhausted or not by_ip.allowed or by_ip.remaining == 0:
+                reason = "for this account" if account_exhausted else "from this address"
+                await audit_trail.record(
+                    uow,
+                    self._ids,
+                    self._clock,
+                    caller,
+                    AuditAction.SUSPICIOUS_ACTIVITY,
+                    actor_id=None,
+                    reason=f"repeated failed logins {reason}",
+                    **target,
+                )
+            await uow.commit()
+
+    async def _dummy(self) -> str:
+        if self._dummy_hash is None:
+            self._dummy_hash = await self._hasher.hash(self._ids.token(16))
+        return self._dummy_hash
+
+    # --- resolving credentials -------------------------------------------------------------
+
+    async def resolve_session(self, token: str) -> tuple[Principal, Session]:
+        now = self._clock.now()
+        session = await self._sessions.get(hash_secret(token))
+        if session is None or not session.is_valid_at(now):
+            raise unauthenticated("The session has ended; log in again")
+        async with self._database.unit_of_work() as uow:
+            user = await uow.users.get(session.user_id)
+        if user is None or not user.is_active:
+            raise unauthenticated("The session has ended; log in again")
+        if session.needs_touch(now):
+            await self._sessions.touch(session.token_hash, now)
+        principal = Principal(
+            user_id=user.id,
+            email=user.email,
+            role=user.role,
+            plan=user.plan,
+            scopes=SESSION_SCOPES,
+            credential=CredentialKind.SESSION,
+            credential_id=session.id,
+        )
+        return principal, session
+
+    async def resolve_api_key(self, token: str, *, client_ip: str | None) -> Principal:
+        if not looks_like_api_key(token):  # shape and checksum: no lookup for garbage
+            raise unauthenticated("The API key is malformed")
+        now = self._clock.now()
+        async with self._database.unit_of_work() as uow:
+            key = await uow.api_keys.get_by_hash(hash_secret(token))
+            user = await uow.users.get(key.user_id) if key is not None else None
+        if key is None or user is None or key.revoked_at is not None:
+            raise unauthenticated("The API key is not valid")
+        if key.expires_at is not None and key.expires_at <= now:
+            raise unauthenticated("The API key has expired")
+        if not user.is_active:
+            raise unauthenticated("The API key's account is suspended")
+        if not ip_allowed(key, client_ip):
+            raise unauthenticated("The API key may not be used from this address")
+        if key.last_used_at is None or now - key.last_used_at >= API_KEY_TOUCH_INTERVAL:
+            async with self._database.unit_of_work() as uow:
+                await uow.api_keys.touch(key.id, now)
+                await uow.commit()
+        return Principal(
+            user_id=user.id,
+            email=user.email,
+            role=user.role,
+            plan=user.plan,
+            scopes=frozenset(key.scopes),
+            credential=CredentialKind.API_KEY,
+            credential_id=key.id,
+        )
+
+    # --- sessions --------------------------------------------------------------------------
+
+    async def logout(self, principal: Principal, caller: Caller) -> None:
+        if principal.credential is not CredentialKind.SESSION:
+            raise DomainError(ErrorCode.BAD_REQUEST, "Only a session can log out; revoke an API key instead")
+        await self._sessions.delete(principal.user_id, principal.credential_id)
+        await self._audit(principal, caller, AuditAction.LOGGED_OUT, principal.credential_id)
+
+    async def logout_all(self, principal: Principal, caller: Caller) -> int:
+        ended = await self._sessions.delete_all_for_user(principal.user_id)
+        await self._audit(principal, caller, AuditAction.ALL_SESSIONS_ENDED, None, ended=ended)
+        return ended
+
+    async def list_sessions(self, principal: Principal) -> list[Session]:
+        now = self._clock.now()
+        return [s for s in await self._sessions.list_for_user(principal.user_id) if s.is_valid_at(now)]
+
+    async def end_session(self, principal: Principal, session_id: str, caller: Caller) -> None:
+        if not is_id(session_id) or not await self._sessions.delete(principal.user_id, session_id):
+            raise DomainError(ErrorCode.NOT_FOUND, "No such session")
+        await self._audit(principal, caller, AuditAction.SESSION_ENDED, session_id)
+
+    async def _audit(
+        self,
+        principal: Principal,
+        caller: Caller,
+        action: AuditAction,
+        session_id: str | None,
+        **details: object,
+    ) -> None:
+        async with self._database.unit_of_work() as uow:
+            await audit_trail.record(
+                uow,
+                self._ids,
+                self._clock,
+                caller,
+                action,
+                actor_id=principal.user_id,
+                target_type="session",
+                target_id=session_id,
+                **details,
+            )
+            await uow.commit()
+
+
+def ip_allowed(key: ApiKey, client_ip: str | None) -> bool:
+    if not key.allowed_ips:
+        return True
+    if client_ip is None:
+        return False
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(block, strict=False) for block in key.allowed_ips)
