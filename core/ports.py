@@ -372,6 +372,10 @@ class SessionStore(Protocol):
         """End every session of the user (but one, when given); returns how many ended."""
         ...
 
+    async def delete_expired(self, now: datetime) -> int:
+        """Remove sessions past their idle or absolute end (a maintenance job calls it)."""
+        ...
+
     async def ping(self) -> None: ...
 
 

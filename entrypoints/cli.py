@@ -386,6 +386,7 @@ def _print_banner(settings: Settings, *, embedded: bool, created_secrets: list[s
             if settings.metrics_token
             else f"in {settings.secrets_path / 'metrics_token'}"
         ),
+        "  first admin    : uv run pictor users create-admin you@example.com",
         "  stop with Ctrl-C; readiness fails at once, in-flight requests finish",
     ]
     print("\n".join(lines), flush=True)

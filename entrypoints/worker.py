@@ -18,7 +18,7 @@ from adapters.queue.conventions import CronJob
 from adapters.queue.factory import JobWorker, job_worker_for
 from core.accounts.registration import SEND_PASSWORD_RESET_EMAIL, SEND_VERIFICATION_EMAIL, EmailJobs
 from core.jobs import MAINTENANCE, QUEUES
-from core.ports import Clock, Database, Ids, JobContext, JobHandler, JobQueue, Mailer
+from core.ports import Clock, Database, Ids, JobContext, JobHandler, JobQueue, Mailer, SessionStore
 from core.use_cases.publish_outbox import publish_outbox_backlog
 from entrypoints.correlation import correlation_id_var
 from entrypoints.event_handlers import EVENT_HANDLERS
@@ -30,6 +30,7 @@ log = logging.getLogger("pictor.worker")
 # Periodic maintenance; the cron key makes one run per tick across all workers.
 MAINTENANCE_JOBS: tuple[CronJob, ...] = (
     CronJob(function="publish_outbox", cron="* * * * *", queue=MAINTENANCE, timeout_seconds=55),
+    CronJob(function="delete_expired_sessions", cron="17 * * * *", queue=MAINTENANCE, timeout_seconds=300),
 )
 
 
@@ -67,8 +68,13 @@ def job_handlers(registry: svcs.Registry) -> dict[str, JobHandler]:
     async def send_password_reset_email(container: svcs.Container, ctx: JobContext, email: str) -> bool:
         return await (await email_jobs(container)).send_password_reset_email(email)
 
+    async def delete_expired_sessions(container: svcs.Container, ctx: JobContext) -> dict[str, int]:
+        sessions, clock = await container.aget(SessionStore, Clock)
+        return {"deleted": await sessions.delete_expired(clock.now())}
+
     return {
         "publish_outbox": with_services(publish_outbox_job),
+        "delete_expired_sessions": with_services(delete_expired_sessions),
         SEND_VERIFICATION_EMAIL: with_services(send_verification_email),
         SEND_PASSWORD_RESET_EMAIL: with_services(send_password_reset_email),
     }

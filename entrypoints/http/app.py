@@ -12,6 +12,7 @@ from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 from swagger_ui_bundle import swagger_ui_path
@@ -48,6 +49,15 @@ def _openapi_config() -> OpenAPIConfig:
         version=VERSION,
         description="Image generation as a service. Errors are RFC 9457 problem+json with a stable `code`.",
         path="/schema",
+        components=Components(
+            security_schemes={
+                "bearer": SecurityScheme(
+                    type="http",
+                    scheme="bearer",
+                    description="A session token (from POST /v1/auth/login) or an API key (`pk_live_…`).",
+                )
+            }
+        ),
         render_plugins=[
             JsonRenderPlugin(),  # /schema/openapi.json
             YamlRenderPlugin(),

@@ -66,5 +66,6 @@ async def provide_principal(request: Request[Any, Any, Any], svcs_container: Svc
 
 
 PRINCIPAL_DEPENDENCY = {"principal": Provide(provide_principal)}
+BEARER_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]  # OpenAPI: routes that need a credential
 # How handlers ask for the caller: `principal: CurrentPrincipal` (our own value: not re-validated).
 CurrentPrincipal = SkipValidation[NamedDependency[Principal]]

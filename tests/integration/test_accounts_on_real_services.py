@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import logging
 import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from aiosmtpd.controller import Controller
 from litestar.testing import AsyncTestClient
+from valkey.asyncio import Valkey
 
 from adapters.postgres.migrations import apply_migrations
 from entrypoints.http.app import create_app
@@ -59,15 +62,40 @@ def smtp_server() -> Iterator[tuple[Inbox, int]]:
         controller.stop()
 
 
-async def test_full_flow_on_real_services(postgres_url, valkey_url, smtp_server, tmp_path: Path):
+async def _stored_text(postgres_url: str, valkey_url: str, namespace: str) -> str:
+    """Everything the flow left in PostgreSQL's account tables and under its Valkey namespace."""
+    texts: list[str] = []
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        for table in ("users", "api_keys", "one_time_tokens", "audit_log", "sessions", "outbox"):
+            rows = await (await conn.execute(f"SELECT * FROM {table}")).fetchall()
+            texts.append(repr(rows))
+    client = Valkey.from_url(valkey_url)
+    try:
+        async for key in client.scan_iter(match=f"{namespace}:*", count=500):
+            kind = await client.type(key)
+            if kind == b"string":
+                texts.append(repr(await client.get(key)))
+            elif kind == b"zset":
+                texts.append(repr(await client.zrange(key, 0, -1)))
+            elif kind == b"hash":
+                texts.append(repr(await client.hgetall(key)))
+            texts.append(repr(key))
+    finally:
+        await client.aclose()
+    return "\n".join(texts)
+
+
+async def test_full_flow_on_real_services(postgres_url, valkey_url, smtp_server, tmp_path: Path, caplog):
+    caplog.set_level(logging.DEBUG)
     inbox, port = smtp_server
+    namespace = unique_name("acc").replace("_", "-")
     await apply_migrations(postgres_url)
     environ = {
         "PICTOR_DATA_DIR": str(tmp_path),
         "PICTOR_DATABASE_URL": postgres_url,
         "PICTOR_VALKEY_URL": valkey_url,
         "PICTOR_QUEUE_URL": valkey_url,
-        "PICTOR_NAMESPACE": unique_name("acc").replace("_", "-"),
+        "PICTOR_NAMESPACE": namespace,
         "PICTOR_STORAGE_URL": "memory://",
         "PICTOR_SECRET_URL_SIGNING_KEY": "k",
         "PICTOR_SMTP_URL": f"smtp://127.0.0.1:{port}",
@@ -105,5 +133,27 @@ async def test_full_flow_on_real_services(postgres_url, valkey_url, smtp_server,
         )
         assert reset.status_code == 204, reset.text
         assert (await client.get("/v1/me", headers=bearer(session))).status_code == 401
-        await login(client, "flow@example.com", new_password)
-        assert new_password != PASSWORD
+        fresh_session = await login(client, "flow@example.com", new_password)
+        live_key = (
+            await client.post("/v1/api-keys", json={"name": "kept"}, headers=bearer(fresh_session))
+        ).json()
+        assert (await client.get("/v1/me", headers=bearer(live_key["key"]))).status_code == 200
+
+    # No password, token or key at rest or in the logs: only hashes.
+    stored = await _stored_text(postgres_url, valkey_url, namespace)
+    assert "argon2id" in stored  # the password hashes are there…
+    secrets = [
+        PASSWORD,
+        new_password,
+        session,
+        fresh_session,
+        key["key"],
+        live_key["key"],
+        verify_token,
+        reset_token,
+    ]
+    # Every log line of the process but the test SMTP server's own (it logs the mail it receives).
+    logged = "\n".join(r.getMessage() + repr(r.__dict__) for r in caplog.records if r.name != "mail.log")
+    for secret in secrets:
+        assert secret not in stored  # …and nothing in clear
+        assert secret not in logged

@@ -18,6 +18,7 @@ from core.accounts.registration import ProfileChanges, Registration
 from core.errors import ErrorCode
 from core.ports import Clock, Database, Ids, JobQueue, PasswordBlocklist, PasswordHasher, SessionStore
 from entrypoints.http.auth import (
+    BEARER_SECURITY,
     PRINCIPAL_DEPENDENCY,
     SESSION_COOKIE,
     CurrentPrincipal,
@@ -117,7 +118,13 @@ class AuthController(Controller):
         )
         return Response(body, cookies=[cookie])
 
-    @post("/logout", status_code=204, dependencies=PRINCIPAL_DEPENDENCY)
+    @post(
+        "/logout",
+        status_code=204,
+        dependencies=PRINCIPAL_DEPENDENCY,
+        security=BEARER_SECURITY,
+        responses=problem_responses(ErrorCode.UNAUTHENTICATED),
+    )
     async def logout(
         self, request: Request[Any, Any, Any], principal: CurrentPrincipal, svcs_container: SvcsContainer
     ) -> Response[None]:
@@ -126,7 +133,13 @@ class AuthController(Controller):
         await authentication.logout(principal, caller_of(request))
         return _without_session_cookie()
 
-    @post("/logout-all", status_code=204, dependencies=PRINCIPAL_DEPENDENCY)
+    @post(
+        "/logout-all",
+        status_code=204,
+        dependencies=PRINCIPAL_DEPENDENCY,
+        security=BEARER_SECURITY,
+        responses=problem_responses(ErrorCode.UNAUTHENTICATED),
+    )
     async def logout_all(
         self, request: Request[Any, Any, Any], principal: CurrentPrincipal, svcs_container: SvcsContainer
     ) -> Response[None]:
@@ -135,7 +148,12 @@ class AuthController(Controller):
         await authentication.logout_all(principal, caller_of(request))
         return _without_session_cookie()
 
-    @get("/sessions", dependencies=PRINCIPAL_DEPENDENCY)
+    @get(
+        "/sessions",
+        dependencies=PRINCIPAL_DEPENDENCY,
+        security=BEARER_SECURITY,
+        responses=problem_responses(ErrorCode.UNAUTHENTICATED),
+    )
     async def sessions(self, principal: CurrentPrincipal, svcs_container: SvcsContainer) -> SessionListOut:
         authentication: Authentication = await authentication_from(svcs_container)
         current = principal.credential_id if principal.credential is CredentialKind.SESSION else None
@@ -146,7 +164,8 @@ class AuthController(Controller):
         "/sessions/{session_id:str}",
         status_code=204,
         dependencies=PRINCIPAL_DEPENDENCY,
-        responses=problem_responses(ErrorCode.NOT_FOUND),
+        security=BEARER_SECURITY,
+        responses=problem_responses(ErrorCode.UNAUTHENTICATED, ErrorCode.NOT_FOUND),
     )
     async def end_session(
         self,
@@ -166,7 +185,7 @@ class AuthController(Controller):
         registration = await registration_from(svcs_container)
         await registration.verify_email(token=data.token, caller=caller_of(request))
 
-    @post("/password/forgot", status_code=202)
+    @post("/password/forgot", status_code=202, responses=problem_responses())
     async def forgot_password(
         self,
         request: Request[Any, Any, Any],
@@ -197,8 +216,9 @@ class MeController(Controller):
     path = "/v1/me"
     tags = ["accounts"]  # noqa: RUF012
     dependencies = PRINCIPAL_DEPENDENCY
+    security = BEARER_SECURITY
 
-    @get("/", responses=problem_responses(ErrorCode.UNAUTHENTICATED))
+    @get("/", responses=problem_responses(ErrorCode.UNAUTHENTICATED, ErrorCode.INSUFFICIENT_SCOPE))
     async def get_me(self, principal: CurrentPrincipal, svcs_container: SvcsContainer) -> UserOut:
         principal.require_scope(Scope.ACCOUNT_READ)
         registration = await registration_from(svcs_container)

@@ -12,7 +12,7 @@ from core.accounts.users import UserStatus
 from core.errors import ErrorCode
 from core.pagination import encode_cursor
 from core.ports import Clock, Database, Ids, SessionStore
-from entrypoints.http.auth import PRINCIPAL_DEPENDENCY, CurrentPrincipal, caller_of
+from entrypoints.http.auth import BEARER_SECURITY, PRINCIPAL_DEPENDENCY, CurrentPrincipal, caller_of
 from entrypoints.http.openapi_responses import problem_responses
 from entrypoints.http.schemas import AdminUserPatchBody, AuditListOut, AuditRecordOut, UserListOut, UserOut
 from entrypoints.http.svcs_plugin import SvcsContainer
@@ -33,6 +33,7 @@ class AdminController(Controller):
     path = "/admin"
     tags = ["administration"]  # noqa: RUF012
     dependencies = PRINCIPAL_DEPENDENCY
+    security = BEARER_SECURITY
 
     @get("/users", responses=problem_responses(*_ADMIN_PROBLEMS, ErrorCode.INVALID_CURSOR))
     async def list_users(

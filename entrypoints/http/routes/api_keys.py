@@ -10,7 +10,7 @@ from litestar.params import FromPath, JSONBody
 from core.accounts.key_management import KeyManagement, NewApiKey
 from core.errors import ErrorCode
 from core.ports import Clock, Database, Ids
-from entrypoints.http.auth import PRINCIPAL_DEPENDENCY, CurrentPrincipal, caller_of
+from entrypoints.http.auth import BEARER_SECURITY, PRINCIPAL_DEPENDENCY, CurrentPrincipal, caller_of
 from entrypoints.http.openapi_responses import problem_responses
 from entrypoints.http.schemas import ApiKeyListOut, ApiKeyOut, CreateApiKeyBody, CreatedApiKeyOut
 from entrypoints.http.svcs_plugin import SvcsContainer
@@ -25,6 +25,7 @@ class ApiKeysController(Controller):
     path = "/v1/api-keys"
     tags = ["api keys"]  # noqa: RUF012
     dependencies = PRINCIPAL_DEPENDENCY
+    security = BEARER_SECURITY
 
     @post("/", status_code=201, responses=problem_responses(ErrorCode.UNAUTHENTICATED, ErrorCode.FORBIDDEN))
     async def create_key(
