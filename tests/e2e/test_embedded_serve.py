@@ -24,6 +24,8 @@ from tests.e2e.processes import PictorProcess, clean_environ, free_port
 
 pytestmark = pytest.mark.e2e
 
+PASSWORD = "a long enough passphrase"
+
 
 def _embedded_url(data_dir: Path) -> str:
     socket_dir = data_dir / "postgres"
@@ -81,6 +83,15 @@ def test_serve_starts_on_embedded_defaults_and_keeps_data_across_restarts(tmp_pa
             assert ready["checks"][check]["status"] == "pass", ready  # type: ignore[index]
         assert "embedded PostgreSQL" in server.output()
 
+        registered = httpx.post(
+            f"{base_url}/v1/auth/register", json={"email": "kept@example.com", "password": PASSWORD}
+        )
+        assert registered.status_code == 201, registered.text
+        login = httpx.post(
+            f"{base_url}/v1/auth/login", json={"email": "kept@example.com", "password": PASSWORD}
+        )
+        session_token = login.json()["token"]
+
         link = asyncio.run(_signed_link(data_dir, base_url, "e2e/kept.png", b"\x89PNG kept"))
         assert httpx.get(link).content == b"\x89PNG kept"
         asyncio.run(_write_outbox_message(_embedded_url(data_dir), "e2e-message-1"))
@@ -98,6 +109,9 @@ def test_serve_starts_on_embedded_defaults_and_keeps_data_across_restarts(tmp_pa
         assert response.status_code == 200, response.text
         assert response.content == b"\x89PNG kept"
         assert asyncio.run(_outbox_has(_embedded_url(data_dir), "e2e-message-1"))
+        me = httpx.get(f"{base_url}/v1/me", headers={"Authorization": f"Bearer {session_token}"})
+        assert me.status_code == 200, me.text  # sessions live in the embedded PostgreSQL
+        assert me.json()["email"] == "kept@example.com"
         assert "generated" not in again.output()  # the secrets from the first run were reused
         assert again.terminate() == 0, again.output()
     finally:
