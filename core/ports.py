@@ -249,6 +249,11 @@ class UserRepository(Protocol):
 
     async def get_by_email(self, email_normalized: str) -> User | None: ...
 
+    async def get_for_update(self, user_id: str) -> User | None:
+        """Read the user and hold its row until the unit of work ends: read-modify-write paths use
+        it, so two changes to one user (a suspension and a password change) never undo each other."""
+        ...
+
     async def update(self, user: User) -> None:
         """Replace the stored user with the same id."""
         ...

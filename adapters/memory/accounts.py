@@ -64,6 +64,16 @@ class MemoryUserRepository:
         id_ = _canonical_or_none(user_id)
         return None if id_ is None else self._users.get(id_)
 
+    async def get_for_update(self, user_id: str) -> User | None:
+        self._transaction.require_active()
+        id_ = _canonical_or_none(user_id)
+        if id_ is None:
+            return None
+        lock = self._users.row_lock(id_)
+        await self._transaction.wait_until_free(lock)
+        self._transaction.take(lock)
+        return self._users.get(id_)
+
     async def get_by_email(self, email_normalized: str) -> User | None:
         self._transaction.require_active()
         id_ = self._email_owner(email_normalized)

@@ -85,6 +85,12 @@ class PostgresUserRepository:
             return None
         return await self._one(f"SELECT {_USER_COLUMNS} FROM users WHERE id = %s", (id_,))
 
+    async def get_for_update(self, user_id: str) -> User | None:
+        id_ = _uuid_or_none(user_id)
+        if id_ is None:
+            return None
+        return await self._one(f"SELECT {_USER_COLUMNS} FROM users WHERE id = %s FOR UPDATE", (id_,))
+
     async def get_by_email(self, email_normalized: str) -> User | None:
         return await self._one(
             f"SELECT {_USER_COLUMNS} FROM users WHERE email_normalized = %s", (email_normalized,)

@@ -7,9 +7,15 @@ What the subclasses change, and why:
   the retry is due.
 - A sweep that takes a job from a silent worker after its last try marks it failed (out of
   attempts), like a job whose last try timed out, where SAQ would say aborted.
-- Redis: scheduling and sweeping take their cluster-wide locks in milliseconds, so sub-second
-  intervals work (SAQ's SETEX needs whole seconds); an abort of a delayed job finishes it (SAQ
-  leaves it "aborting" for ever); finished jobs are indexed per state for `stats`.
+- Redis: a worker takes a job in two steps (BLMOVE onto the active list, then it marks the job
+  active), and SAQ's sweep takes any job on the active list not marked active for one whose worker
+  died: a sweep between the two steps re-queued a job its live worker was about to run (it then ran
+  twice, or looked aborted for a moment). Here the marking is a compare-and-set that fails if
+  anything touched the job since the worker took it, and the sweep hands such a job back to the
+  head of the queue with a compare-and-set of its own, so exactly one of them wins and the job
+  never looks finished. Scheduling and sweeping take their cluster-wide locks in milliseconds, so
+  sub-second intervals work (SAQ's SETEX needs whole seconds); an abort of a delayed job finishes
+  it (SAQ leaves it "aborting" for ever); finished jobs are indexed per state for `stats`.
 - PostgreSQL: the `scheduled` column holds whole seconds, so due times are rounded *up* (a delayed
   job never runs early); a finished job's key can be enqueued again at once (SAQ refuses until the
   new due time is later than the old one).
@@ -18,12 +24,13 @@ What the subclasses change, and why:
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from textwrap import dedent
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from psycopg.errors import UndefinedTable
 from psycopg.sql import SQL
@@ -33,9 +40,12 @@ from saq.job import TERMINAL_STATUSES, Job, Status
 from saq.queue.postgres import PostgresQueue
 from saq.queue.postgres_migrations import get_migrations
 from saq.queue.redis import RedisQueue
+from saq.utils import now
 
 from adapters.queue.conventions import SWEPT_ERROR
 from core.jobs import retry_delay
+
+logger = logging.getLogger("pictor.queue")
 
 SCHEMA_WAIT_SECONDS = 30.0
 PING_TIMEOUT_SECONDS = 2.0
@@ -43,6 +53,9 @@ PING_TIMEOUT_SECONDS = 2.0
 META_CORRELATION_ID = "correlation_id"
 META_RETRY_BASE = "retry_base_seconds"
 META_RETRY_BACKOFF = "retry_backoff"
+
+CLAIMABLE_STATUSES = frozenset({Status.NEW, Status.QUEUED})
+"""The states of a job waiting to run, which a worker may claim."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +126,43 @@ class PictorRedisQueue(RedisQueue):
         """
     )
 
+    # The lock as in _SCHEDULE; then every job on the active list, with its stored state.
+    _SWEEP = dedent(
+        """
+        local found = {}
+        if redis.call('SET', KEYS[1], 1, 'NX', 'PX', ARGV[1]) then
+            for i, job_id in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+                found[i] = {job_id, redis.call('GET', job_id)}
+            end
+        end
+        return found
+        """
+    )
+
+    # A worker's claim on a job it moved to the active list: granted only if the job is still
+    # there and still as the worker read it (no sweep handed it back, no abort stopped it).
+    _CLAIM = dedent(
+        """
+        if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('LPOS', KEYS[2], KEYS[1]) then
+            redis.call('SET', KEYS[1], ARGV[2])
+            redis.call('PUBLISH', KEYS[1], ARGV[3])
+            return 1
+        end
+        return 0
+        """
+    )
+
+    # A sweep's hand-back of a job taken but never claimed: only if no worker claimed it since.
+    _HAND_BACK = dedent(
+        """
+        if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('LREM', KEYS[2], 1, KEYS[1]) == 1 then
+            redis.call('LPUSH', KEYS[3], KEYS[1])
+            return 1
+        end
+        return 0
+        """
+    )
+
     def __init__(
         self,
         redis: Redis,
@@ -128,6 +178,9 @@ class PictorRedisQueue(RedisQueue):
             status: self.namespace(f"finished:{status.value}") for status in TERMINAL_STATUSES
         }
         self._pictor_schedule = redis.register_script(self._SCHEDULE)
+        self._pictor_sweep = redis.register_script(self._SWEEP)
+        self._claim = redis.register_script(self._CLAIM)
+        self._hand_back = redis.register_script(self._HAND_BACK)
 
     async def schedule(self, lock: int = 1) -> list[str]:
         lock_ms = max(1, int(lock * 1000))
@@ -136,8 +189,71 @@ class PictorRedisQueue(RedisQueue):
         )
         return [job_id.decode() for job_id in job_ids or []]
 
+    async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None:
+        """Take the next job and mark it active in one step, as SAQ's PostgreSQL queue does.
+
+        None when none came within `timeout`, or when a sweep or an abort got to the job first:
+        then it is theirs, and the worker just asks again. Needs Redis 6.2 or Valkey (BLMOVE).
+        """
+        wait = cast(int, timeout)  # Redis takes fractional seconds; redis-py types it as an int
+        job_id = await self.redis.blmove(self._queued, self._active, wait, "LEFT", "RIGHT")
+        if job_id is None:
+            return None
+        taken = await self.redis.get(job_id)
+        job = self.deserialize(taken)
+        if job is None or job.status not in CLAIMABLE_STATUSES:
+            # Gone (the sweep clears its id away) or being aborted (the abort removes it).
+            return None
+        job.status = Status.ACTIVE
+        job.started = job.touched = now()  # the sweep's timeout and heartbeat clocks start here
+        claimed = await self._claim(
+            keys=[job_id, self._active], args=[taken, self.serialize(job), Status.ACTIVE.value]
+        )
+        if not claimed:
+            logger.info("job %s was handed back or aborted before it started", job.key)
+            return None
+        return job
+
     async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
-        return await super().sweep(max(1, math.ceil(lock)), abort=self._sweep_abort_wait)
+        """SAQ's sweep, except for jobs a worker has taken but not yet claimed (see `dequeue`).
+
+        Such a job never started, whether its worker is about to claim it or died first: it goes
+        back to the head of the queue, with no try counted and no error, unless the claim wins.
+        """
+        lock_ms = max(1, int(lock * 1000))
+        found = await self._pictor_sweep(keys=[self._sweep, self._active], args=[lock_ms])
+        swept: list[str] = []
+        for raw_id, stored in found or []:
+            job_id = raw_id.decode()
+            job = self.deserialize(stored)
+            if job is None:
+                swept.append(job_id)
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.lrem(self._active, 0, job_id)
+                    pipe.zrem(self._incomplete, job_id)
+                    await pipe.execute()
+                logger.info("swept missing job %s", job_id)
+            elif job.status in CLAIMABLE_STATUSES:
+                if await self._hand_back(keys=[job_id, self._active, self._queued], args=[stored]):
+                    swept.append(job_id)
+                    logger.info("handed back job %s, taken by a worker that never started it", job.key)
+            elif job.status is not Status.ACTIVE or job.stuck:
+                swept.append(job_id)
+                await self._take_from_silent_worker(job)
+        return swept
+
+    async def _take_from_silent_worker(self, job: Job) -> None:
+        """SAQ's treatment of a stuck job: abort it, give its worker a moment, then retry or fail."""
+        logger.info("sweeping job %s", job.key)
+        await self.abort(job, error=self.swept_error_message)
+        try:
+            await job.refresh(self._sweep_abort_wait)
+        except TimeoutError:
+            logger.info("the worker holding job %s did not give it up", job.key)
+        if job.retryable:
+            await self.retry(job, error=self.swept_error_message)
+        else:
+            await self.finish(job, Status.ABORTED, error=self.swept_error_message)
 
     async def retry(self, job: Job, error: str | None) -> None:
         delay = plan_retry(job, self._random())

@@ -8,7 +8,7 @@ from core.accounts import audit_trail
 from core.accounts.audit import AuditAction, AuditRecord
 from core.accounts.context import Caller
 from core.accounts.principal import Principal
-from core.accounts.users import Role, User, UserStatus
+from core.accounts.users import Role, User, UserStatus, has_control_characters
 from core.errors import DomainError, ErrorCode
 from core.identifiers import is_id
 from core.pagination import clamp_limit, decode_cursor
@@ -36,8 +36,10 @@ class Administration:
         cursor: str | None = None,
         limit: int | None = None,
     ) -> tuple[list[User], str | None]:
-        admin.require_admin()
+        _require_admin_session(admin)
         size = clamp_limit(limit)
+        if email is not None and has_control_characters(email):
+            raise DomainError(ErrorCode.VALIDATION_FAILED, "The email filter has control characters")
         async with self._database.unit_of_work() as uow:
             users = await uow.users.list(
                 email=email.strip().lower() if email else None,
@@ -48,7 +50,7 @@ class Administration:
         return users[:size], users[size - 1].id if len(users) > size else None
 
     async def get_user(self, admin: Principal, user_id: str) -> User:
-        admin.require_admin()
+        _require_admin_session(admin)
         if not is_id(user_id):
             raise DomainError(ErrorCode.NOT_FOUND, "No such user")
         async with self._database.unit_of_work() as uow:
@@ -61,15 +63,18 @@ class Administration:
         """Role and status. Suspension ends the user's sessions and stops their keys at once (keys
         are checked against the user's status on every request); a role change ends the sessions
         too, so privileges never outlive the session that had them."""
-        admin.require_admin()
+        _require_admin_session(admin)
         if not is_id(user_id):
             raise DomainError(ErrorCode.NOT_FOUND, "No such user")
-        if user_id == admin.user_id and (changes.role is Role.USER or changes.status is UserStatus.SUSPENDED):
-            raise DomainError(ErrorCode.INVALID_STATE, "Administrators cannot demote or suspend themselves")
         async with self._database.unit_of_work() as uow:
-            user = await uow.users.get(user_id)
+            user = await uow.users.get_for_update(user_id)
             if user is None:
                 raise DomainError(ErrorCode.NOT_FOUND, "No such user")
+            demotes = changes.role is Role.USER or changes.status is UserStatus.SUSPENDED
+            if user.id == admin.user_id and demotes:
+                raise DomainError(
+                    ErrorCode.INVALID_STATE, "Administrators cannot demote or suspend themselves"
+                )
             updated = user
             if changes.role is not None and changes.role is not user.role:
                 updated = msgspec.structs.replace(updated, role=changes.role)
@@ -117,8 +122,16 @@ class Administration:
         cursor: str | None = None,
         limit: int | None = None,
     ) -> tuple[list[AuditRecord], str | None]:
-        admin.require_admin()
+        _require_admin_session(admin)
         size = clamp_limit(limit)
+        if action is not None and action not in set(AuditAction):
+            raise DomainError(
+                ErrorCode.VALIDATION_FAILED,
+                f"Unknown action; one of {', '.join(a.value for a in AuditAction)}",
+            )
+        for value in (actor_id, target_id):
+            if value is not None and (has_control_characters(value) or len(value) > 100):
+                raise DomainError(ErrorCode.VALIDATION_FAILED, "Filters are ids: no control characters")
         async with self._database.unit_of_work() as uow:
             records = await uow.audit.list(
                 action=action,
@@ -128,3 +141,10 @@ class Administration:
                 limit=size + 1,
             )
         return records[:size], records[size - 1].id if len(records) > size else None
+
+
+def _require_admin_session(admin: Principal) -> None:
+    """Administration is for administrators in person: an admin's API key, whatever its scopes,
+    cannot use it."""
+    admin.require_session()
+    admin.require_admin()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 from datetime import timedelta
+from typing import Any
+from weakref import WeakKeyDictionary
 
 import msgspec
 
@@ -21,6 +23,8 @@ from core.ports import Clock, Database, Ids, PasswordHasher, RateLimiter, Sessio
 from core.rate_limit import RateLimitDecision
 
 API_KEY_TOUCH_INTERVAL = timedelta(minutes=1)
+MAX_LOGIN_PASSWORD_LENGTH = 1024  # longer is never a valid password: refused without hashing
+_DUMMY_HASHES: WeakKeyDictionary[PasswordHasher, str] = WeakKeyDictionary()
 
 
 class LoginResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,7 +66,6 @@ class Authentication:
         self._ids = ids
         self._clock = clock
         self._policy = policy
-        self._dummy_hash: str | None = None
 
     # --- logging in ------------------------------------------------------------------------
 
@@ -78,36 +81,32 @@ class Authentication:
             raise DomainError(ErrorCode.INVALID_CREDENTIALS, "Wrong email or password") from None
         account_key = f"login:account:{hash_secret(email_normalized)[:32]}"
         ip_key = f"login:ip:{caller.ip or 'unknown'}"
-        for key, limit in (
-            (account_key, self._policy.login_failures_per_account),
-            (ip_key, self._policy.login_failures_per_ip),
-        ):
-            decision = await self._limiter.peek(key, limit)
+        # Every attempt is counted before the password is checked, so parallel guesses cannot
+        # outrun the limit; a successful login gives the account its budget back.
+        account = await self._limiter.hit(account_key, self._policy.login_failures_per_account)
+        by_ip = await self._limiter.hit(ip_key, self._policy.login_failures_per_ip)
+        for decision in (account, by_ip):
             if not decision.allowed:
                 raise _too_many_attempts(decision)
 
         async with self._database.unit_of_work() as uow:
             user = await uow.users.get_by_email(email_normalized)
-        normalized = normalize_password(password)
-        if user is None:
-            await self._hasher.verify(await self._dummy(), normalized)  # same work as a real check
+        normalized = normalize_password(password) if len(password) <= MAX_LOGIN_PASSWORD_LENGTH else None
+        if user is None or normalized is None:
+            await self._hasher.verify(await self._dummy(), normalized or "")  # the same work either way
             verified = False
         else:
             verified = await self._hasher.verify(user.password_hash, normalized)
 
-        if not verified:
-            await self._login_failed(user, account_key, ip_key, caller)
+        if not verified or user is None or normalized is None or not user.is_active:
+            # A suspended account answers like a wrong password: nothing about it is revealed.
+            await self._login_failed(user, account, by_ip, caller, suspended=verified)
             raise DomainError(ErrorCode.INVALID_CREDENTIALS, "Wrong email or password")
-        assert user is not None
-        if not user.is_active:
-            raise DomainError(ErrorCode.FORBIDDEN, "This account is suspended")
 
         await self._limiter.reset(account_key)
         now = self._clock.now()
-        if self._hasher.needs_rehash(user.password_hash):
-            user = msgspec.structs.replace(
-                user, password_hash=await self._hasher.hash(normalized), updated_at=now
-            )
+        needs_rehash = self._hasher.needs_rehash(user.password_hash)
+        new_hash = await self._hasher.hash(normalized) if needs_rehash else None
         token = self._ids.token(32)
         session = new_session(
             session_id=self._ids.new_id(),
@@ -121,8 +120,11 @@ class Authentication:
         )
         await self._sessions.create(session)
         async with self._database.unit_of_work() as uow:
-            if user.updated_at == now:  # re-hashed with the current parameters
-                await uow.users.update(user)
+            if new_hash is not None:  # re-hashed with the current parameters, unless it changed since
+                current = await uow.users.get_for_update(user.id)
+                if current is not None and current.password_hash == user.password_hash:
+                    user = msgspec.structs.replace(current, password_hash=new_hash, updated_at=now)
+                    await uow.users.update(user)
             await audit_trail.record(
                 uow,
                 self._ids,
@@ -136,11 +138,19 @@ class Authentication:
             await uow.commit()
         return LoginResult(token=token, session=session, user=user)
 
-    async def _login_failed(self, user: User | None, account_key: str, ip_key: str, caller: Caller) -> None:
-        account = await self._limiter.hit(account_key, self._policy.login_failures_per_account)
-        by_ip = await self._limiter.hit(ip_key, self._policy.login_failures_per_ip)
+    async def _login_failed(
+        self,
+        user: User | None,
+        account: RateLimitDecision,
+        by_ip: RateLimitDecision,
+        caller: Caller,
+        *,
+        suspended: bool,
+    ) -> None:
         async with self._database.unit_of_work() as uow:
-            target = {"target_type": "user", "target_id": user.id} if user else {}
+            target: dict[str, Any] = {"target_type": "user", "target_id": user.id} if user else {}
+            if suspended:
+                target["reason"] = "account suspended"
             await audit_trail.record(
                 uow, self._ids, self._clock, caller, AuditAction.LOGIN_FAILED, actor_id=None, **target
             )
@@ -160,9 +170,14 @@ class Authentication:
             await uow.commit()
 
     async def _dummy(self) -> str:
-        if self._dummy_hash is None:
-            self._dummy_hash = await self._hasher.hash(self._ids.token(16))
-        return self._dummy_hash
+        """A hash to verify against when there is no account, so both cost the same. Made once per
+        hasher (use cases are built per request; a fresh hash each time would cost extra work
+        exactly when the account does not exist)."""
+        found = _DUMMY_HASHES.get(self._hasher)
+        if found is None:
+            found = await self._hasher.hash(self._ids.token(16))
+            _DUMMY_HASHES[self._hasher] = found
+        return found
 
     # --- resolving credentials -------------------------------------------------------------
 
@@ -226,15 +241,18 @@ class Authentication:
         await self._audit(principal, caller, AuditAction.LOGGED_OUT, principal.credential_id)
 
     async def logout_all(self, principal: Principal, caller: Caller) -> int:
+        principal.require_session()
         ended = await self._sessions.delete_all_for_user(principal.user_id)
         await self._audit(principal, caller, AuditAction.ALL_SESSIONS_ENDED, None, ended=ended)
         return ended
 
     async def list_sessions(self, principal: Principal) -> list[Session]:
+        principal.require_session()
         now = self._clock.now()
         return [s for s in await self._sessions.list_for_user(principal.user_id) if s.is_valid_at(now)]
 
     async def end_session(self, principal: Principal, session_id: str, caller: Caller) -> None:
+        principal.require_session()
         if not is_id(session_id) or not await self._sessions.delete(principal.user_id, session_id):
             raise DomainError(ErrorCode.NOT_FOUND, "No such session")
         await self._audit(principal, caller, AuditAction.SESSION_ENDED, session_id)

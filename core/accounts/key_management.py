@@ -19,6 +19,7 @@ from core.accounts.api_keys import (
 from core.accounts.audit import AuditAction
 from core.accounts.context import Caller
 from core.accounts.principal import Principal
+from core.accounts.users import has_control_characters
 from core.errors import DomainError, ErrorCode, FieldError
 from core.identifiers import is_id
 from core.ports import Clock, Database, Ids
@@ -50,6 +51,8 @@ def validate_new_key(request: NewApiKey, now: datetime) -> tuple[str, list[str],
     name = request.name.strip()
     if not 1 <= len(name) <= 100:
         raise _invalid("name", "Between 1 and 100 characters")
+    if has_control_characters(name):
+        raise _invalid("name", "No control characters")
     known = {str(s) for s in ALL_SCOPES}
     scopes = sorted(set(request.scopes)) if request.scopes is not None else sorted(known)
     unknown = [s for s in scopes if s not in known]
@@ -78,6 +81,7 @@ class KeyManagement:
         self._clock = clock
 
     async def create(self, principal: Principal, request: NewApiKey, caller: Caller) -> CreatedApiKey:
+        principal.require_session()  # keys are minted by people, never by other keys
         now = self._clock.now()
         name, scopes, blocks = validate_new_key(request, now)
         secret = format_api_key(random_part_from(self._ids.random_bytes(24)))
@@ -114,11 +118,13 @@ class KeyManagement:
         return CreatedApiKey(key=key, secret=secret)
 
     async def list(self, principal: Principal) -> list[ApiKey]:
+        principal.require_session()
         async with self._database.unit_of_work() as uow:
             return await uow.api_keys.list_for_user(principal.user_id)
 
     async def revoke(self, principal: Principal, key_id: str, caller: Caller) -> None:
         """Revoked keys fail from the next request on, in every process (they are looked up each time)."""
+        principal.require_session()
         if not is_id(key_id):
             raise DomainError(ErrorCode.NOT_FOUND, "No such API key")
         async with self._database.unit_of_work() as uow:

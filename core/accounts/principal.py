@@ -31,7 +31,7 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
 
     def require_scope(self, scope: str) -> None:
         if scope not in self.scopes:
-            raise DomainError(ErrorCode.INSUFFICIENT_SCOPE, f"This credential lacks the {scope!r} scope")
+            raise DomainError(ErrorCode.INSUFFICIENT_SCOPE, f"This credential lacks the '{scope}' scope")
 
     def require_session(self) -> None:
         """Some acts (changing the account, minting keys) are for people, not for API keys."""

@@ -118,7 +118,7 @@ class Registration:
         now = self._clock.now()
         async with self._database.unit_of_work() as uow:
             used = await uow.tokens.consume(hash_secret(token), TokenPurpose.VERIFY_EMAIL, now)
-            user = await uow.users.get(used.user_id) if used is not None else None
+            user = await uow.users.get_for_update(used.user_id) if used is not None else None
             if used is None or user is None:
                 raise DomainError(ErrorCode.INVALID_STATE, "The verification link is invalid or has expired")
             if not user.email_verified:
@@ -159,7 +159,7 @@ class Registration:
         now = self._clock.now()
         async with self._database.unit_of_work() as uow:
             used = await uow.tokens.consume(hash_secret(token), TokenPurpose.RESET_PASSWORD, now)
-            user = await uow.users.get(used.user_id) if used is not None else None
+            user = await uow.users.get_for_update(used.user_id) if used is not None else None
             if used is None or user is None:
                 raise DomainError(ErrorCode.INVALID_STATE, "The reset link is invalid or has expired")
             accepted = check_password(
@@ -194,9 +194,10 @@ class Registration:
 
     async def update_profile(self, principal: Principal, changes: ProfileChanges, caller: Caller) -> User:
         """Display name; password only with the current one, and then the user's other sessions end."""
+        principal.require_session()  # the account is changed by its owner in person, not by a key
         now = self._clock.now()
         async with self._database.unit_of_work() as uow:
-            user = await uow.users.get(principal.user_id)
+            user = await uow.users.get_for_update(principal.user_id)
             if user is None:
                 raise DomainError(ErrorCode.NOT_FOUND, "No such user")
             updated = user
@@ -232,8 +233,8 @@ class Registration:
         if changes.current_password is None or not await self._hasher.verify(
             user.password_hash, normalize_password(changes.current_password)
         ):
-            raise DomainError(
-                ErrorCode.INVALID_CREDENTIALS,
+            raise DomainError(  # 422, not 401: the session is fine, the field is not
+                ErrorCode.VALIDATION_FAILED,
                 "The current password is required to change it, and must be right",
                 errors=[FieldError("current_password", "Wrong or missing current password", "invalid")],
             )

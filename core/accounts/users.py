@@ -53,13 +53,18 @@ def normalize_email(raw: str) -> str:
     Raises `validation_failed` (field `email`) when it does not look like an address.
     """
     email = unicodedata.normalize("NFKC", raw.strip()).lower()
-    if len(email) > MAX_EMAIL_LENGTH or not _EMAIL.fullmatch(email):
+    if len(email) > MAX_EMAIL_LENGTH or not _EMAIL.fullmatch(email) or has_control_characters(email):
         raise DomainError(
             ErrorCode.VALIDATION_FAILED,
             "The request is invalid; see errors",
             errors=[FieldError("email", "Not a valid email address", "invalid_email")],
         )
     return email
+
+
+def has_control_characters(text: str) -> bool:
+    """NUL, other controls, surrogates, unassigned code points: never valid in names or addresses."""
+    return any(unicodedata.category(c)[0] == "C" for c in text)
 
 
 def clean_display_name(raw: str | None) -> str | None:

@@ -17,6 +17,7 @@ from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 from swagger_ui_bundle import swagger_ui_path
 
+from entrypoints.http.auth import require_json_bodies
 from entrypoints.http.problems import problem_details_plugin
 from entrypoints.http.request_context import RequestContext
 from entrypoints.http.routes.accounts import AuthController, MeController
@@ -110,6 +111,7 @@ def create_app(
             ),
         ],
         plugins=[SvcsPlugin(factory), problem_details_plugin()],
+        before_request=require_json_bodies,
         lifespan=[*extra_lifespans, mark_draining],
         openapi_config=_openapi_config(),
         logging_config=None,

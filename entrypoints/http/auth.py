@@ -11,6 +11,7 @@ from litestar.params import SkipValidation
 from core.accounts.authentication import Authentication, unauthenticated
 from core.accounts.context import AccountPolicy, Caller
 from core.accounts.principal import Principal
+from core.errors import DomainError, ErrorCode
 from core.ports import Clock, Database, Ids, PasswordHasher, RateLimiter, SessionStore
 from entrypoints.http.request_context import CORRELATION_SCOPE_KEY
 from entrypoints.http.svcs_plugin import SvcsContainer
@@ -34,7 +35,10 @@ def credential_of(request: Request[Any, Any, Any]) -> str | None:
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthenticated("Use `Authorization: Bearer <session token or API key>`")
         return token.strip()
-    return request.cookies.get(SESSION_COOKIE) or None
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie and not cookie.startswith("pk_"):  # the cookie carries sessions only, never API keys
+        return cookie
+    return None
 
 
 async def authentication_from(svcs_container: SvcsContainer) -> Authentication:
@@ -63,6 +67,23 @@ async def provide_principal(request: Request[Any, Any, Any], svcs_container: Svc
         principal, _ = await authentication.resolve_session(token)
     request.scope[PRINCIPAL_SCOPE_KEY] = principal  # type: ignore[literal-required]
     return principal
+
+
+async def require_json_bodies(request: Request[Any, Any, Any]) -> None:
+    """Bodies must say they are JSON. Browsers send `text/plain` and form posts cross-site without
+    asking first, so this is also what keeps the session cookie from being used for CSRF."""
+    if request.method not in ("POST", "PUT", "PATCH", "DELETE"):
+        return
+    has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+    if not has_body:
+        return
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise DomainError(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            "Send the body as application/json",
+            content_type=media_type or None,
+        )
 
 
 PRINCIPAL_DEPENDENCY = {"principal": Provide(provide_principal)}

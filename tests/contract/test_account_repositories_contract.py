@@ -787,3 +787,34 @@ async def test_the_audit_log_table_refuses_updates_and_deletes(db: Database, ids
                 await conn.execute(statement)
 
     assert await read(db, lambda uow: uow.audit.list(limit=10)) == [record]
+
+
+async def test_get_for_update_makes_a_second_writer_wait_and_see_the_first_ones_change(
+    db: Database, ids: SequentialIds
+) -> None:
+    user = make_user(ids, "locked@example.com")
+    await add_users(db, user)
+
+    order: list[str] = []
+
+    async def first() -> None:
+        async with db.unit_of_work() as uow:
+            locked = await uow.users.get_for_update(user.id)
+            assert locked is not None
+            order.append("first read")
+            await asyncio.sleep(0.2)  # the second writer must wait for this transaction
+            await uow.users.update(msgspec.structs.replace(locked, display_name="first"))
+            await uow.commit()
+            order.append("first committed")
+
+    async def second() -> None:
+        await asyncio.sleep(0.05)
+        async with db.unit_of_work() as uow:
+            locked = await uow.users.get_for_update(user.id)
+            order.append("second read")
+            assert locked is not None
+            assert locked.display_name == "first"  # it saw the committed change, not a stale copy
+            await uow.commit()
+
+    await asyncio.gather(first(), second())
+    assert order == ["first read", "first committed", "second read"]

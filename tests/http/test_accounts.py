@@ -272,7 +272,8 @@ async def test_password_change_needs_the_current_one_and_ends_other_sessions(cli
     refused = await client.patch(
         "/v1/me", json={"password": new_password, "current_password": "wrong"}, headers=bearer(this)
     )
-    assert refused.status_code == 401
+    assert refused.status_code == 422  # the session is fine; the field is wrong
+    assert refused.json()["errors"][0]["field"] == "current_password"
     changed = await client.patch(
         "/v1/me", json={"password": new_password, "current_password": PASSWORD}, headers=bearer(this)
     )
@@ -356,3 +357,81 @@ async def test_no_secret_is_stored_or_logged_in_clear(client, caplog):
     for secret in (PASSWORD, session, key):
         assert secret not in stored
         assert secret not in caplog.text
+
+
+async def test_keys_cannot_administer_manage_sessions_or_mint_keys(client):
+    admin = await make_admin(client, "head@example.com")
+    admin_key = (await client.post("/v1/api-keys", json={"name": "a"}, headers=bearer(admin))).json()["key"]
+    for method, path in (
+        ("GET", "/admin/users"),
+        ("GET", "/admin/audit"),
+        ("GET", "/v1/auth/sessions"),
+        ("POST", "/v1/auth/logout-all"),
+        ("GET", "/v1/api-keys"),
+    ):
+        response = await client.request(method, path, headers=bearer(admin_key))
+        assert response.status_code == 403, (method, path, response.text)
+        assert response.json()["code"] == "forbidden"
+    minted = await client.post("/v1/api-keys", json={"name": "b"}, headers=bearer(admin_key))
+    assert minted.status_code == 403
+    assert (await client.get("/v1/me", headers=bearer(admin))).status_code == 200  # the session still works
+
+
+async def test_bad_input_is_a_clear_error_never_a_500(client):
+    nul = await client.post("/v1/auth/register", json={"email": "a\u0000b@example.com", "password": PASSWORD})
+    assert nul.status_code == 422
+    assert nul.json()["code"] == "validation_failed"
+    login_nul = await client.post("/v1/auth/login", json={"email": "a\u0000b@example.com", "password": "x"})
+    assert login_nul.status_code == 401
+    await register(client, "bad@example.com")
+    session = await login(client, "bad@example.com")
+    key = await client.post("/v1/api-keys", json={"name": "a\u0000b"}, headers=bearer(session))
+    assert key.status_code == 422
+    plain = await client.post(
+        "/v1/auth/login",
+        content=b'{"email": "bad@example.com", "password": "x"}',
+        headers={"content-type": "text/plain"},
+    )
+    assert plain.status_code == 415  # a cross-site form cannot post JSON
+    assert plain.json()["code"] == "unsupported_media_type"
+    huge = await client.post("/v1/auth/login", json={"email": "bad@example.com", "password": "x" * 100_000})
+    assert huge.status_code == 401
+    admin = await make_admin(client, "over@example.com")
+    unknown_action = await client.get("/admin/audit?action=nonsense", headers=bearer(admin))
+    assert unknown_action.status_code == 422
+
+
+async def test_a_suspended_account_cannot_tell_its_password_is_right(client):
+    await register(client, "sus@example.com")
+    admin = await make_admin(client, "judge@example.com")
+    user_id = (await client.get("/admin/users?email=sus", headers=bearer(admin))).json()["data"][0]["id"]
+    await client.patch(f"/admin/users/{user_id.upper()}", json={"status": "suspended"}, headers=bearer(admin))
+    right = await client.post("/v1/auth/login", json={"email": "sus@example.com", "password": PASSWORD})
+    wrong = await client.post(
+        "/v1/auth/login", json={"email": "sus@example.com", "password": "wrong wrong wrong"}
+    )
+    assert right.status_code == wrong.status_code == 401
+    assert right.json()["code"] == wrong.json()["code"] == "invalid_credentials"
+
+
+async def test_parallel_guesses_cannot_outrun_the_login_limit(client):
+    await register(client, "race@example.com")
+    responses = await asyncio.gather(
+        *(
+            client.post("/v1/auth/login", json={"email": "race@example.com", "password": f"guess number {n}"})
+            for n in range(20)
+        )
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(401) == 5  # the burst, and not one password check more
+    assert statuses.count(429) == 15
+
+
+async def test_an_admin_cannot_demote_themselves_whatever_the_id_spelling(client):
+    admin = await make_admin(client, "self@example.com")
+    me = (await client.get("/v1/me", headers=bearer(admin))).json()
+    for spelling in (me["id"], me["id"].upper()):
+        response = await client.patch(
+            f"/admin/users/{spelling}", json={"role": "user"}, headers=bearer(admin)
+        )
+        assert response.status_code == 409, spelling

@@ -191,10 +191,11 @@ class AuthController(Controller):
         request: Request[Any, Any, Any],
         data: JSONBody[ForgotPasswordBody],
         svcs_container: SvcsContainer,
-    ) -> None:
+    ) -> Response[bytes]:
         """Always 202: whether an account exists is never revealed."""
         registration = await registration_from(svcs_container)
         await registration.request_password_reset(email=data.email, caller=caller_of(request))
+        return Response(b"", status_code=202)
 
     @post(
         "/password/reset",
