@@ -570,8 +570,8 @@ async def test_a_job_whose_worker_dies_is_retried_elsewhere(harness: Harness) ->
     await harness.port.enqueue(
         spec(harness, "crashy", "crashy", attempts=3, heartbeat_seconds=0.5, retry_delay_seconds=0.05)
     )
-    # Active with a try counted: the doomed worker has started it (on PostgreSQL a job is marked
-    # active as it is dequeued, a moment before the try is counted).
+    # Active with a try counted: the doomed worker has started it (SAQ marks a job active as it is
+    # dequeued, a moment before the try is counted).
     await wait_until(
         harness, harness.key("crashy"), lambda i: i.state is JobState.ACTIVE and i.attempts == 1, guard=30
     )
@@ -589,6 +589,35 @@ async def test_a_job_whose_worker_dies_is_retried_elsewhere(harness: Harness) ->
     assert info.state is JobState.COMPLETE
     assert info.attempts >= 2
     assert info.result == info.attempts
+
+
+async def test_sweeps_never_take_a_job_from_a_live_worker(harness: Harness) -> None:
+    """A sweep that runs while a worker is taking a job, before the job is marked active, must
+    leave it to that worker: each job runs once, and never looks finished before it has."""
+    runs: list[str] = []
+    finished_early: list[JobInfo] = []
+
+    async def once(ctx: JobContext) -> int:
+        runs.append(ctx.key)
+        return ctx.attempt
+
+    # Sweeps back to back, so many of them land while a job is being taken.
+    worker = await harness.start_worker({"once": once}, sweep_interval=0.005)
+    names = [f"job-{n}" for n in range(40)]
+    for name in names:
+        await harness.port.enqueue(spec(harness, name, "once", attempts=3))
+    keys = [harness.key(name) for name in names]
+    for key in keys:
+        info = await wait_finished(harness, key)
+        if (info.state, info.attempts, info.result, info.error) != (JobState.COMPLETE, 1, 1, None):
+            finished_early.append(info)
+    # Stopping waits for runs in progress: a job a sweep took shows as a second run, or as queued.
+    await harness.stop_worker(worker)
+
+    assert finished_early == []
+    assert sorted(runs) == sorted(keys)
+    stats = await harness.port.stats(QUEUE)
+    assert (stats.queued, stats.active, stats.complete) == (0, 0, len(keys))
 
 
 async def test_cron_jobs_run_on_their_schedule(harness: Harness) -> None:
