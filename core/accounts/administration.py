@@ -76,33 +76,22 @@ class Administration:
                     ErrorCode.INVALID_STATE, "Administrators cannot demote or suspend themselves"
                 )
             updated = user
-            if changes.role is not None and changes.role is not user.role:
-                updated = msgspec.structs.replace(updated, role=changes.role)
+            for field, action in (("role", AuditAction.ROLE_CHANGED), ("status", AuditAction.STATUS_CHANGED)):
+                before, after = getattr(user, field), getattr(changes, field)
+                if after is None or after is before:
+                    continue
+                updated = msgspec.structs.replace(updated, **{field: after})
                 await audit_trail.record(
                     uow,
                     self._ids,
                     self._clock,
                     caller,
-                    AuditAction.ROLE_CHANGED,
+                    action,
                     actor_id=admin.user_id,
                     target_type="user",
                     target_id=user.id,
-                    before=user.role.value,
-                    after=changes.role.value,
-                )
-            if changes.status is not None and changes.status is not user.status:
-                updated = msgspec.structs.replace(updated, status=changes.status)
-                await audit_trail.record(
-                    uow,
-                    self._ids,
-                    self._clock,
-                    caller,
-                    AuditAction.STATUS_CHANGED,
-                    actor_id=admin.user_id,
-                    target_type="user",
-                    target_id=user.id,
-                    before=user.status.value,
-                    after=changes.status.value,
+                    before=before.value,
+                    after=after.value,
                 )
             if updated is user:
                 return user

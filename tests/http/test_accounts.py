@@ -435,3 +435,22 @@ async def test_an_admin_cannot_demote_themselves_whatever_the_id_spelling(client
             f"/admin/users/{spelling}", json={"role": "user"}, headers=bearer(admin)
         )
         assert response.status_code == 409, spelling
+
+
+async def test_role_and_status_changes_are_audited_with_before_and_after(client):
+    await register(client, "moved@example.com")
+    admin = await make_admin(client, "mover@example.com")
+    user_id = (await client.get("/admin/users?email=moved", headers=bearer(admin))).json()["data"][0]["id"]
+    changed = await client.patch(
+        f"/admin/users/{user_id}", json={"role": "admin", "status": "suspended"}, headers=bearer(admin)
+    )
+    assert changed.status_code == 200
+    assert (changed.json()["role"], changed.json()["status"]) == ("admin", "suspended")
+    records = (await client.get(f"/admin/audit?target_id={user_id}", headers=bearer(admin))).json()["data"]
+    details = {r["action"]: r["details"] for r in records}
+    assert details["user.role_changed"] == {"before": "user", "after": "admin"}
+    assert details["user.status_changed"] == {"before": "active", "after": "suspended"}
+    unchanged = await client.patch(f"/admin/users/{user_id}", json={"role": "admin"}, headers=bearer(admin))
+    assert unchanged.status_code == 200
+    again = (await client.get(f"/admin/audit?target_id={user_id}", headers=bearer(admin))).json()["data"]
+    assert len(again) == len(records)  # nothing changed, nothing recorded
