@@ -297,10 +297,11 @@ async def test_retries_back_off_until_the_job_succeeds(harness: Harness) -> None
     assert info.attempts == 3
     assert len(tries) == 3
     first_gap, second_gap = tries[1] - tries[0], tries[2] - tries[1]
-    # Equal jitter at 0.5: the waits are 0.75·base then 1.5·base, never shorter.
+    # Equal jitter at 0.5: the waits are 0.75·base then 1.5·base, never shorter. The second floor
+    # is twice the first, which is the back-off; comparing the two measured gaps to each other
+    # would only add a dependence on how busy the machine is.
     assert first_gap >= 0.75 * base - 0.01
     assert second_gap >= 1.5 * base - 0.01
-    assert second_gap > first_gap
 
 
 async def test_a_job_out_of_attempts_fails_with_its_error(harness: Harness) -> None:
