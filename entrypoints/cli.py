@@ -156,35 +156,23 @@ def _create_admin(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _register_admin(settings: Settings, args: argparse.Namespace, password: str) -> Any:
     from core.accounts.context import Caller
-    from core.accounts.registration import Registration
     from core.accounts.users import Role
-    from core.ports import Clock, Database, Ids, JobQueue, PasswordBlocklist, PasswordHasher, SessionStore
-    from entrypoints.wiring import account_policy, service_registry
+    from entrypoints.use_cases import registration_from
+    from entrypoints.wiring import service_registry
 
-    async with service_registry(settings, environ=args.environ) as registry:
-        container = svcs.Container(registry)
-        async with container:
-            database, sessions, hasher, blocklist, jobs, ids, clock = await container.aget(
-                Database, SessionStore, PasswordHasher, PasswordBlocklist, JobQueue, Ids, Clock
-            )
-            registration = Registration(
-                database=database,
-                sessions=sessions,
-                hasher=hasher,
-                blocklist=blocklist,
-                jobs=jobs,
-                ids=ids,
-                clock=clock,
-                policy=account_policy(settings),
-            )
-            return await registration.register(
-                email=args.email,
-                password=password,
-                display_name=args.display_name,
-                caller=Caller(correlation_id="cli:create-admin"),
-                role=Role.ADMIN,
-                email_verified=True,
-            )
+    async with (
+        service_registry(settings, environ=args.environ) as registry,
+        svcs.Container(registry) as container,
+    ):
+        registration = await registration_from(container)
+        return await registration.register(
+            email=args.email,
+            password=password,
+            display_name=args.display_name,
+            caller=Caller(correlation_id="cli:create-admin"),
+            role=Role.ADMIN,
+            email_verified=True,
+        )
 
 
 # --- worker ------------------------------------------------------------------------------------

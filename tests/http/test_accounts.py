@@ -16,22 +16,16 @@ from litestar.testing import AsyncTestClient
 
 from adapters.memory.mailer import MemoryMailer
 from core.accounts.context import Caller
-from core.accounts.registration import Registration
 from core.accounts.users import Role
 from core.ports import (
-    Clock,
     Database,
-    Ids,
-    JobQueue,
     Mailer,
-    PasswordBlocklist,
-    PasswordHasher,
     SessionStore,
 )
 from entrypoints.http.embedded_worker import embedded_worker_lifespan
 from entrypoints.http.svcs_plugin import registry_of
 from entrypoints.settings import Settings
-from entrypoints.wiring import account_policy
+from entrypoints.use_cases import registration_from
 from tests.support.accounts import PASSWORD, bearer, login, register
 
 
@@ -69,19 +63,7 @@ async def wait_for_email(client: AsyncTestClient[Litestar], to: str, kind: str) 
 
 async def make_admin(client: AsyncTestClient[Litestar], email: str) -> str:
     async with svcs.Container(registry_of(client.app)) as container:
-        database, sessions, hasher, blocklist, jobs, ids, clock, settings = await container.aget(
-            Database, SessionStore, PasswordHasher, PasswordBlocklist, JobQueue, Ids, Clock, Settings
-        )
-        registration = Registration(
-            database=database,
-            sessions=sessions,
-            hasher=hasher,
-            blocklist=blocklist,
-            jobs=jobs,
-            ids=ids,
-            clock=clock,
-            policy=account_policy(settings),
-        )
+        registration = await registration_from(container)
         await registration.register(
             email=email,
             password=PASSWORD,

@@ -3,7 +3,6 @@ password reset, and the caller's own profile. HTTP ↔ use case only."""
 
 from __future__ import annotations
 
-from collections.abc import Container as Collection
 from typing import Any
 
 from litestar import Controller, Request, Response, delete, get, patch, post
@@ -12,11 +11,9 @@ from litestar.params import FromPath, JSONBody
 
 from core.accounts.api_keys import Scope
 from core.accounts.authentication import Authentication
-from core.accounts.context import AccountPolicy
 from core.accounts.principal import CredentialKind
-from core.accounts.registration import ProfileChanges, Registration
+from core.accounts.registration import ProfileChanges
 from core.errors import ErrorCode
-from core.ports import Clock, Database, Ids, JobQueue, PasswordBlocklist, PasswordHasher, SessionStore
 from entrypoints.http.auth import (
     BEARER_SECURITY,
     PRINCIPAL_DEPENDENCY,
@@ -41,23 +38,7 @@ from entrypoints.http.schemas import (
 )
 from entrypoints.http.svcs_plugin import SvcsContainer
 from entrypoints.settings import Settings
-
-
-async def registration_from(svcs_container: SvcsContainer) -> Registration:
-    database, sessions, hasher, blocklist, jobs, ids, clock, policy = await svcs_container.aget(
-        Database, SessionStore, PasswordHasher, PasswordBlocklist, JobQueue, Ids, Clock, AccountPolicy
-    )
-    checked: Collection[str] = blocklist
-    return Registration(
-        database=database,
-        sessions=sessions,
-        hasher=hasher,
-        blocklist=checked,
-        jobs=jobs,
-        ids=ids,
-        clock=clock,
-        policy=policy,
-    )
+from entrypoints.use_cases import registration_from
 
 
 class AuthController(Controller):
