@@ -17,6 +17,10 @@ from core.accounts.audit import AuditRecord
 from core.accounts.sessions import Session
 from core.accounts.tokens import OneTimeToken, TokenPurpose
 from core.accounts.users import User, UserStatus
+from core.billing.charges import Charge
+from core.billing.subscriptions import Subscription
+from core.billing.usage import QuotaReservation, ReservationResult, UsagePeriod
+from core.cache_tags import Invalidation
 from core.email import EmailMessage
 from core.jobs import JobInfo, JobSpec, QueueStats
 from core.outbox import OutboxMessage
@@ -120,6 +124,54 @@ class Cache(Protocol):
     async def ping(self) -> None:
         """Raise if the cache cannot be reached."""
         ...
+
+
+class PrincipalCache(Protocol):
+    """The per-process cache of resolved credentials (DESIGN.md §11: no network round trip on a
+    hit). Its invalidations reach the caches of every process through an InvalidationBus, and it
+    serves nothing from memory while it cannot hear them."""
+
+    async def get_or_load(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[tuple[T, Sequence[str]]]],
+        *,
+        ttl_seconds: float,
+    ) -> T:
+        """The cached value, or the first item of `loader()`'s result, cached under the tags in its
+        second item. Concurrent misses for one key run the loader once. A value loaded while an
+        invalidation arrived is returned but not kept (it may predate the change)."""
+        ...
+
+    async def invalidate_tags(self, *tags: str) -> int:
+        """Drop every entry attached to `tags` here and, through the bus, in every other process;
+        returns how many entries this process dropped."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise when invalidations cannot be heard (the cache is then bypassed, not wrong)."""
+        ...
+
+
+class InvalidationBus(Protocol):
+    """Carries cache invalidations to every process (Valkey pub/sub, PostgreSQL NOTIFY, in memory)."""
+
+    async def publish(self, invalidation: Invalidation) -> None:
+        """Send to every listener, this process's included."""
+        ...
+
+    def listen(self) -> AsyncIterator[Invalidation]:
+        """Invalidations as they arrive, forever. After a (re)connection the first item is a
+        `reset`: messages sent while disconnected are lost, so listeners drop everything."""
+        ...
+
+    @property
+    def connected(self) -> bool:
+        """Whether invalidations are being received now (a cache that cannot hear them must not
+        serve from memory)."""
+        ...
+
+    async def ping(self) -> None: ...
 
 
 class BlobStore(Protocol):
@@ -322,6 +374,84 @@ class AuditRepository(Protocol):
         ...
 
 
+class SubscriptionRepository(Protocol):
+    """Each user's one subscription (the user must exist), keyed by user id."""
+
+    async def add(self, subscription: Subscription) -> None:
+        """Raises DomainError(conflict) when the user already has one."""
+        ...
+
+    async def get(self, user_id: str) -> Subscription | None: ...
+
+    async def get_for_update(self, user_id: str) -> Subscription | None:
+        """Read and row-lock the subscription until the unit of work ends."""
+        ...
+
+    async def update(self, subscription: Subscription) -> None:
+        """Replace the user's stored subscription (its `created_at` stays); no-op when absent."""
+        ...
+
+    async def claim_due(self, now: datetime, limit: int) -> list[Subscription]:
+        """Subscriptions due by `now`, earliest due first, row-locked for this transaction;
+        concurrent claimers skip them (`FOR UPDATE SKIP LOCKED`), so two workers running the
+        roll-over never process one subscription twice.
+
+        Due means `current_period_end <= now`, or, while `trialing`, `trial_end <= now` (a trial
+        end kept on a converted subscription no longer counts). Every status is considered: the
+        roll-over moves the period of each subscription it claims, or it would be claimed again.
+        """
+        ...
+
+
+class ChargeRepository(Protocol):
+    """The charges ledger; charges are never changed once added (the user must exist)."""
+
+    async def add(self, charge: Charge) -> None:
+        """Raises DomainError(conflict) when the id exists."""
+        ...
+
+    async def list_for_user(self, user_id: str, *, limit: int) -> list[Charge]:
+        """Newest first."""
+        ...
+
+
+class UsageRepository(Protocol):
+    """Image usage per user and billing period, and the reservations against it."""
+
+    async def reserve(
+        self,
+        reservation: QuotaReservation,
+        *,
+        period_end: datetime,
+        images_limit: int,
+        max_in_flight: int,
+    ) -> ReservationResult:
+        """Reserve `reservation.images` in its period, creating the period's row if needed.
+
+        One atomic check-and-increment: succeeds only while `images_used + images <= images_limit`
+        and `in_flight < max_in_flight`; otherwise nothing changes and the outcome says which limit
+        held (`quota_exceeded` when the images do not fit, whatever `in_flight` is). A reservation
+        id seen before changes nothing (`already_reserved`, with the usage of that reservation's
+        period). `reservation.status` must be `reserved`; its user must exist.
+        """
+        ...
+
+    async def release(self, reservation_id: str, *, refund: bool, at: datetime) -> QuotaReservation | None:
+        """End a reserved reservation: settle it (`refund=False`) or give its images back. Only the
+        first release of a reservation counts; later ones (and unknown ids) return None."""
+        ...
+
+    async def get(self, user_id: str, period_start: datetime) -> UsagePeriod | None:
+        """The period's usage, or None before its first reservation."""
+        ...
+
+    async def get_reservation(self, reservation_id: str) -> QuotaReservation | None: ...
+
+    async def mark_threshold(self, user_id: str, period_start: datetime, percent: int) -> bool:
+        """Record that `percent` was reached this period; True only the first time."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction. Leaving the block without `commit()` (or through an exception) rolls back."""
 
@@ -339,6 +469,15 @@ class UnitOfWork(Protocol):
 
     @property
     def audit(self) -> AuditRepository: ...
+
+    @property
+    def subscriptions(self) -> SubscriptionRepository: ...
+
+    @property
+    def charges(self) -> ChargeRepository: ...
+
+    @property
+    def usage(self) -> UsageRepository: ...
 
     async def __aenter__(self) -> Self: ...
 

@@ -19,13 +19,16 @@ from urllib.parse import urlsplit
 
 import svcs
 
+from adapters.invalidating_database import InvalidatingDatabase
 from adapters.mail.console import ConsoleMailer
 from adapters.mail.smtp import smtp_mailer_from_url
 from adapters.memory.cache import MemoryCache
 from adapters.memory.database import MemoryDatabase
+from adapters.memory.invalidation_bus import MemoryInvalidationBus
 from adapters.memory.mailer import MemoryMailer
 from adapters.memory.rate_limiter import MemoryRateLimiter
 from adapters.memory.session_store import MemorySessionStore
+from adapters.near_cache import NearCache
 from adapters.passwords.argon2_hasher import Argon2PasswordHasher
 from adapters.passwords.blocklist import ShippedBlocklist
 from adapters.queue.factory import job_queue_from_url
@@ -36,6 +39,8 @@ from adapters.storage.factory import blob_store_from_url
 from adapters.storage.link_signer import LinkSigner
 from adapters.system import SystemClock, SystemIds
 from core.accounts.context import AccountPolicy
+from core.accounts.credentials import CredentialResolver
+from core.billing.plans import PlanCatalog
 from core.circuit_breaker import CircuitBreaker
 from core.ports import (
     BlobStore,
@@ -43,16 +48,19 @@ from core.ports import (
     Clock,
     Database,
     Ids,
+    InvalidationBus,
     JobQueue,
     Mailer,
     PasswordBlocklist,
     PasswordHasher,
+    PrincipalCache,
     RateLimiter,
     Secrets,
     SessionStore,
     SignedLinks,
 )
 from core.secrets import METRICS_TOKEN, URL_SIGNING_KEY
+from entrypoints.plan_catalog import load_plan_catalog
 from entrypoints.settings import Settings, load_environment
 
 log = logging.getLogger("pictor.wiring")
@@ -71,6 +79,8 @@ _CHECKS: dict[str, tuple[str, bool]] = {
     _service_name(JobQueue): ("queue", True),
     _service_name(Secrets): ("secrets", True),
     _service_name(SessionStore): ("sessions", True),
+    # Deaf to invalidations, the principal cache is bypassed (slower, still correct).
+    _service_name(PrincipalCache): ("principal_cache", False),
 }
 
 
@@ -197,11 +207,24 @@ async def _register_all(
     registry.register_value(Ids, ids)
     registry.register_value(Secrets, secrets, ping=_secrets_ping(settings))
 
+    registry.register_value(PlanCatalog, load_plan_catalog(settings))
     database, pool = await _open_database(registry, settings, database_url, check_migrations)
-    registry.register_value(Database, database, ping=_ping)
     valkey = _open_valkey(registry, settings)
+    principals = _principal_cache(registry, settings, pool, valkey)
+    database = InvalidatingDatabase(database, principals)
+    registry.register_value(Database, database, ping=_ping)
     registry.register_value(Cache, _cache(settings, valkey), ping=_ping)
     _register_accounts(registry, settings, pool, valkey)
+    registry.register_value(
+        CredentialResolver,
+        CredentialResolver(
+            database=database,
+            sessions=await _session_store(registry),
+            principals=principals,
+            clock=clock,
+            ttl_seconds=settings.cache_ttl_seconds,
+        ),
+    )
 
     signer = LinkSigner(secrets, clock, settings.public_base_url)
     registry.register_value(SignedLinks, signer)
@@ -299,6 +322,32 @@ def _cache(settings: Settings, valkey: Any) -> Cache:
     from adapters.valkey.cache import ValkeyCache
 
     return ResilientCache(ValkeyCache(valkey, key_prefix=f"{settings.namespace}:"), breaker=CircuitBreaker())
+
+
+def _principal_cache(registry: svcs.Registry, settings: Settings, pool: Any, valkey: Any) -> NearCache:
+    """Resolved credentials cached in this process, invalidated through Valkey pub/sub, else
+    PostgreSQL LISTEN/NOTIFY (several HTTP workers on the embedded database), else in memory."""
+    bus: InvalidationBus
+    channel = f"{settings.namespace}:invalidations"
+    if valkey is not None:
+        from adapters.valkey.invalidation_bus import ValkeyInvalidationBus
+
+        bus = ValkeyInvalidationBus(valkey, channel=channel)
+    elif pool is not None:
+        from adapters.postgres.invalidation_bus import PostgresInvalidationBus
+
+        bus = PostgresInvalidationBus(pool, channel=f"{settings.namespace}_invalidations")
+    else:
+        bus = MemoryInvalidationBus()
+    cache = NearCache(bus)
+    cache.start()
+    registry.register_value(PrincipalCache, cache, ping=_ping, on_registry_close=cache.aclose)
+    return cache
+
+
+async def _session_store(registry: svcs.Registry) -> SessionStore:
+    async with svcs.Container(registry) as container:
+        return await container.aget(SessionStore)
 
 
 def account_policy(settings: Settings) -> AccountPolicy:

@@ -1,8 +1,7 @@
-"""Logging in and out, and turning a credential (session token or API key) into a Principal."""
+"""Logging in and out, and the sessions a person has open (credentials are resolved in credentials.py)."""
 
 from __future__ import annotations
 
-import ipaddress
 from datetime import timedelta
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -10,11 +9,11 @@ from weakref import WeakKeyDictionary
 import msgspec
 
 from core.accounts import audit_trail
-from core.accounts.api_keys import ApiKey, hash_secret, looks_like_api_key
+from core.accounts.api_keys import hash_secret
 from core.accounts.audit import AuditAction
 from core.accounts.context import AccountPolicy, Caller
 from core.accounts.passwords import normalize_password
-from core.accounts.principal import SESSION_SCOPES, CredentialKind, Principal
+from core.accounts.principal import CredentialKind, Principal
 from core.accounts.sessions import Session, new_session
 from core.accounts.users import User, normalize_email
 from core.errors import DomainError, ErrorCode
@@ -31,10 +30,6 @@ class LoginResult(msgspec.Struct, frozen=True, kw_only=True):
     token: str  # shown once; only its hash is stored
     session: Session
     user: User
-
-
-def unauthenticated(detail: str = "A valid session token or API key is required") -> DomainError:
-    return DomainError(ErrorCode.UNAUTHENTICATED, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
 def _too_many_attempts(decision: RateLimitDecision) -> DomainError:
@@ -179,59 +174,6 @@ class Authentication:
             _DUMMY_HASHES[self._hasher] = found
         return found
 
-    # --- resolving credentials -------------------------------------------------------------
-
-    async def resolve_session(self, token: str) -> tuple[Principal, Session]:
-        now = self._clock.now()
-        session = await self._sessions.get(hash_secret(token))
-        if session is None or not session.is_valid_at(now):
-            raise unauthenticated("The session has ended; log in again")
-        async with self._database.unit_of_work() as uow:
-            user = await uow.users.get(session.user_id)
-        if user is None or not user.is_active:
-            raise unauthenticated("The session has ended; log in again")
-        if session.needs_touch(now):
-            await self._sessions.touch(session.token_hash, now)
-        principal = Principal(
-            user_id=user.id,
-            email=user.email,
-            role=user.role,
-            plan=user.plan,
-            scopes=SESSION_SCOPES,
-            credential=CredentialKind.SESSION,
-            credential_id=session.id,
-        )
-        return principal, session
-
-    async def resolve_api_key(self, token: str, *, client_ip: str | None) -> Principal:
-        if not looks_like_api_key(token):  # shape and checksum: no lookup for garbage
-            raise unauthenticated("The API key is malformed")
-        now = self._clock.now()
-        async with self._database.unit_of_work() as uow:
-            key = await uow.api_keys.get_by_hash(hash_secret(token))
-            user = await uow.users.get(key.user_id) if key is not None else None
-        if key is None or user is None or key.revoked_at is not None:
-            raise unauthenticated("The API key is not valid")
-        if key.expires_at is not None and key.expires_at <= now:
-            raise unauthenticated("The API key has expired")
-        if not user.is_active:
-            raise unauthenticated("The API key's account is suspended")
-        if not ip_allowed(key, client_ip):
-            raise unauthenticated("The API key may not be used from this address")
-        if key.last_used_at is None or now - key.last_used_at >= API_KEY_TOUCH_INTERVAL:
-            async with self._database.unit_of_work() as uow:
-                await uow.api_keys.touch(key.id, now)
-                await uow.commit()
-        return Principal(
-            user_id=user.id,
-            email=user.email,
-            role=user.role,
-            plan=user.plan,
-            scopes=frozenset(key.scopes),
-            credential=CredentialKind.API_KEY,
-            credential_id=key.id,
-        )
-
     # --- sessions --------------------------------------------------------------------------
 
     async def logout(self, principal: Principal, caller: Caller) -> None:
@@ -278,15 +220,3 @@ class Authentication:
                 **details,
             )
             await uow.commit()
-
-
-def ip_allowed(key: ApiKey, client_ip: str | None) -> bool:
-    if not key.allowed_ips:
-        return True
-    if client_ip is None:
-        return False
-    try:
-        address = ipaddress.ip_address(client_ip)
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(block, strict=False) for block in key.allowed_ips)

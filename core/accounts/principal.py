@@ -7,7 +7,7 @@ from enum import StrEnum
 import msgspec
 
 from core.accounts.api_keys import ALL_SCOPES
-from core.accounts.users import Role
+from core.accounts.users import Role, User
 from core.errors import DomainError, ErrorCode
 
 
@@ -17,13 +17,26 @@ class CredentialKind(StrEnum):
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
-    user_id: str
-    email: str
-    role: Role
-    plan: str
+    user: User  # as resolved for this request (possibly from the principal cache)
     scopes: frozenset[str]
     credential: CredentialKind
     credential_id: str  # the session's or the key's id
+
+    @property
+    def user_id(self) -> str:
+        return self.user.id
+
+    @property
+    def email(self) -> str:
+        return self.user.email
+
+    @property
+    def role(self) -> Role:
+        return self.user.role
+
+    @property
+    def plan(self) -> str:
+        return self.user.plan
 
     @property
     def is_admin(self) -> bool:

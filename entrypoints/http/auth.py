@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from litestar import Request
+import svcs
+from litestar import Litestar, Request
 from litestar.di import NamedDependency, Provide
 from litestar.params import SkipValidation
+from prometheus_client import Counter
 
-from core.accounts.authentication import Authentication, unauthenticated
+from core.accounts.authentication import Authentication
 from core.accounts.context import AccountPolicy, Caller
+from core.accounts.credentials import CredentialResolver, unauthenticated
 from core.accounts.principal import Principal
+from core.billing.plans import PlanCatalog
 from core.errors import DomainError, ErrorCode
 from core.ports import Clock, Database, Ids, PasswordHasher, RateLimiter, SessionStore
-from entrypoints.http.request_context import CORRELATION_SCOPE_KEY
-from entrypoints.http.svcs_plugin import SvcsContainer
+from entrypoints.http.rate_limit_headers import rate_limit_headers, retry_after_seconds
+from entrypoints.http.request_context import CORRELATION_SCOPE_KEY, RATE_LIMIT_HEADERS_SCOPE_KEY
+from entrypoints.http.svcs_plugin import SvcsContainer, registry_of
 
 SESSION_COOKIE = "pictor_session"
 PRINCIPAL_SCOPE_KEY = "pictor.principal"
+_GUARD_STATE_KEY = "pictor_guard"
+_log = logging.getLogger("pictor.auth")
+LIMITER_FAILURES = Counter(
+    "pictor_rate_limiter_failures_total", "Requests let through because the rate limiter did not answer"
+)
 
 
 def caller_of(request: Request[Any, Any, Any]) -> Caller:
@@ -56,16 +67,63 @@ async def authentication_from(svcs_container: SvcsContainer) -> Authentication:
     )
 
 
-async def provide_principal(request: Request[Any, Any, Any], svcs_container: SvcsContainer) -> Principal:
+class Guard:
+    """What every authenticated request needs, fetched from the registry once per app: resolving
+    the credential and charging the caller's plan rate limit (DESIGN.md §11: one round trip)."""
+
+    def __init__(self, resolver: CredentialResolver, limiter: RateLimiter, catalog: PlanCatalog) -> None:
+        self.resolver = resolver
+        self.limiter = limiter
+        self.catalog = catalog
+        self._limits = {plan.code: plan.rate_limit.as_rate_limit() for plan in catalog}
+
+    @classmethod
+    async def of(cls, app: Litestar) -> Guard:
+        guard: Guard | None = app.state.get(_GUARD_STATE_KEY)
+        if guard is None:
+            async with svcs.Container(registry_of(app)) as container:
+                resolver, limiter, catalog = await container.aget(
+                    CredentialResolver, RateLimiter, PlanCatalog
+                )
+            guard = app.state[_GUARD_STATE_KEY] = cls(resolver, limiter, catalog)
+        return guard
+
+    async def admit(self, request: Request[Any, Any, Any], principal: Principal) -> None:
+        """Count the request against the plan's limit (per API key or session, shared by every
+        process through the limiter's store); raise `rate_limited` past it. A limiter outage lets
+        requests through (counted and logged): it must not take the API down with it."""
+        plan = self.catalog.effective(principal.plan)
+        limit = self._limits.get(plan.code) or plan.rate_limit.as_rate_limit()
+        try:
+            decision = await self.limiter.hit(f"api:{principal.credential_id}", limit)
+        except Exception as error:
+            LIMITER_FAILURES.inc()
+            _log.warning("rate limiter unavailable, request let through: %r", error)
+            return
+        headers = rate_limit_headers(plan.rate_limit, decision)
+        request.scope[RATE_LIMIT_HEADERS_SCOPE_KEY] = headers  # type: ignore[literal-required]
+        if not decision.allowed:
+            raise DomainError(
+                ErrorCode.RATE_LIMITED,
+                f"The {plan.name} plan allows {plan.rate_limit.requests} requests per "
+                f"{plan.rate_limit.per_seconds} s; retry later",
+                headers={name.decode(): value.decode() for name, value in headers},
+                retry_after_seconds=retry_after_seconds(decision),
+            )
+
+
+async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     token = credential_of(request)
     if token is None:
         raise unauthenticated()
-    authentication = await authentication_from(svcs_container)
+    guard = await Guard.of(request.app)
     if token.startswith("pk_"):
-        principal = await authentication.resolve_api_key(token, client_ip=caller_of(request).ip)
+        client = request.scope.get("client")
+        principal = await guard.resolver.resolve_api_key(token, client_ip=client[0] if client else None)
     else:
-        principal, _ = await authentication.resolve_session(token)
+        principal, _ = await guard.resolver.resolve_session(token)
     request.scope[PRINCIPAL_SCOPE_KEY] = principal  # type: ignore[literal-required]
+    await guard.admit(request, principal)
     return principal
 
 

@@ -25,6 +25,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 CORRELATION_SCOPE_KEY = "pictor.correlation_id"
+RATE_LIMIT_HEADERS_SCOPE_KEY = "pictor.rate_limit_headers"  # set by the guard on authenticated requests
 
 _access_log = logging.getLogger("pictor.access")
 
@@ -86,6 +87,9 @@ class RequestContext:
                     headers.append((name, value))
                 if self._hsts:
                     headers.append(_HSTS)
+                for name, value in scope.get(RATE_LIMIT_HEADERS_SCOPE_KEY, ()):
+                    if name not in present:
+                        headers.append((name, value))
                 message["headers"] = headers
             await send(message)
 

@@ -12,7 +12,10 @@ from adapters.memory.ids import SequentialIds
 from adapters.memory.password_hasher import FastPasswordHasher
 from adapters.memory.rate_limiter import MemoryRateLimiter
 from adapters.memory.session_store import MemorySessionStore
+from adapters.memory.invalidation_bus import MemoryInvalidationBus
+from adapters.near_cache import NearCache
 from core.accounts.authentication import Authentication
+from core.accounts.credentials import CredentialResolver
 from core.accounts.context import AccountPolicy, Caller
 from core.accounts.registration import Registration
 from core.errors import DomainError, ErrorCode
@@ -62,6 +65,13 @@ def _authentication(parts: dict[str, Any]) -> Authentication:
     return Authentication(limiter=MemoryRateLimiter(monotonic=parts["clock"].monotonic), **parts)
 
 
+def _resolver(parts: dict[str, Any]) -> CredentialResolver:
+    cache = NearCache(MemoryInvalidationBus(), monotonic=parts["clock"].monotonic)
+    return CredentialResolver(
+        database=parts["database"], sessions=parts["sessions"], principals=cache, clock=parts["clock"]
+    )
+
+
 async def test_login_rehashes_when_the_parameters_changed(parts):
     await _register(parts)
     parts["hasher"].iterations = 3  # an operator raised the cost
@@ -88,40 +98,42 @@ async def test_unknown_accounts_cost_the_same_hashing_work(parts):
 async def test_sessions_expire_when_idle_and_at_their_absolute_end(parts):
     await _register(parts)
     authentication = _authentication(parts)
+    resolver = _resolver(parts)
     clock: ManualClock = parts["clock"]
     token = (await authentication.login(email="ann@example.com", password=PASSWORD, caller=Caller())).token
 
     for _ in range(3):  # active every 7 hours: the 8-hour idle timeout never ends it
         clock.advance(7 * 3600)
-        await authentication.resolve_session(token)
+        await resolver.resolve_session(token)
     clock.advance(8 * 3600 + 1)
     with pytest.raises(DomainError):
-        await authentication.resolve_session(token)
+        await resolver.resolve_session(token)
 
     fresh = (await authentication.login(email="ann@example.com", password=PASSWORD, caller=Caller())).token
     for _ in range(24):  # active every 7 hours for a week: the absolute lifetime ends it anyway
         clock.advance(7 * 3600)
         try:
-            await authentication.resolve_session(fresh)
+            await resolver.resolve_session(fresh)
         except DomainError:
             break
     else:
         raise AssertionError("the session outlived its absolute lifetime")
     with pytest.raises(DomainError):
-        await authentication.resolve_session(fresh)
+        await resolver.resolve_session(fresh)
 
 
 async def test_last_seen_is_written_at_most_once_a_minute(parts):
     await _register(parts)
     authentication = _authentication(parts)
+    resolver = _resolver(parts)
     clock: ManualClock = parts["clock"]
     token = (await authentication.login(email="ann@example.com", password=PASSWORD, caller=Caller())).token
-    _, session = await authentication.resolve_session(token)
+    _, session = await resolver.resolve_session(token)
     clock.advance(30)
-    await authentication.resolve_session(token)
+    await resolver.resolve_session(token)
     stored = await parts["sessions"].get(session.token_hash)
     assert stored.last_seen_at == session.last_seen_at  # not written again within the minute
     clock.advance(31)
-    await authentication.resolve_session(token)
+    await resolver.resolve_session(token)
     stored = await parts["sessions"].get(session.token_hash)
     assert stored.last_seen_at == clock.now()

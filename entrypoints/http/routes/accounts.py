@@ -201,10 +201,11 @@ class MeController(Controller):
     security = BEARER_SECURITY
 
     @get("/", responses=problem_responses(ErrorCode.UNAUTHENTICATED, ErrorCode.INSUFFICIENT_SCOPE))
-    async def get_me(self, principal: CurrentPrincipal, svcs_container: SvcsContainer) -> UserOut:
+    async def get_me(self, principal: CurrentPrincipal) -> UserOut:
+        """The caller's account, as resolved for this request (no further database read: the
+        principal cache is invalidated whenever the account changes)."""
         principal.require_scope(Scope.ACCOUNT_READ)
-        registration = await registration_from(svcs_container)
-        return UserOut.of(await registration.get_profile(principal))
+        return UserOut.of(principal.user)
 
     @patch(
         "/",

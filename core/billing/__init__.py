@@ -1,0 +1,1 @@
+"""Plans, subscriptions, proration and quotas: the business of selling images."""
