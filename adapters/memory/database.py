@@ -6,8 +6,9 @@ leaving without `commit()` discards them; messages a unit of work has claimed or
 locked until it ends, so other claimers skip them (`FOR UPDATE SKIP LOCKED`) and other updaters wait
 for them; positions come from a sequence that never goes back, even across rollbacks.
 
-The account repositories (`adapters.memory.accounts`, on `adapters.memory.tables`) follow the same
-rules; a commit makes the outbox's and the account tables' writes visible together.
+The account and billing repositories (`adapters.memory.accounts`, `adapters.memory.billing`, on
+`adapters.memory.tables`) follow the same rules; a commit makes the outbox's, the account tables'
+and the billing tables' writes visible together.
 """
 
 from __future__ import annotations
@@ -26,13 +27,22 @@ from adapters.memory.accounts import (
     MemoryAuditRepository,
     MemoryTokenRepository,
     MemoryUserRepository,
-    account_repositories,
+)
+from adapters.memory.billing import (
+    BillingTables,
+    MemoryChargeRepository,
+    MemorySubscriptionRepository,
+    MemoryUsageRepository,
+    billing_repositories,
 )
 from adapters.memory.tables import Locks, Transaction
 from core.accounts.api_keys import ApiKey
 from core.accounts.audit import AuditRecord
 from core.accounts.tokens import OneTimeToken
 from core.accounts.users import User
+from core.billing.charges import Charge
+from core.billing.subscriptions import Subscription
+from core.billing.usage import QuotaReservation, UsagePeriod
 from core.errors import DomainError, ErrorCode
 from core.outbox import OutboxMessage
 
@@ -73,10 +83,11 @@ class MemoryDatabase:
     def __init__(self) -> None:
         self._outbox = _OutboxTable()
         self._accounts = AccountTables()
+        self._billing = BillingTables()
         self._locks = Locks()
 
     def unit_of_work(self) -> MemoryUnitOfWork:
-        return MemoryUnitOfWork(self._outbox, self._accounts, self._locks)
+        return MemoryUnitOfWork(self._outbox, self._accounts, self._billing, self._locks)
 
     async def ping(self) -> None:
         return None
@@ -101,17 +112,42 @@ class MemoryDatabase:
         """Every committed audit record, oldest first (for tests' assertions)."""
         return sorted(self._accounts.audit.rows.values(), key=lambda record: record.id)
 
+    def committed_subscriptions(self) -> list[Subscription]:
+        """Every committed subscription, by user id (for tests' assertions)."""
+        return sorted(self._billing.subscriptions.rows.values(), key=lambda row: row.user_id)
+
+    def committed_charges(self) -> list[Charge]:
+        """Every committed charge, oldest first (for tests' assertions)."""
+        return sorted(self._billing.charges.rows.values(), key=lambda charge: charge.id)
+
+    def committed_usage(self) -> list[UsagePeriod]:
+        """Every committed usage period, by user and period start (for tests' assertions)."""
+        periods = self._billing.usage_periods.rows
+        return [periods[key] for key in sorted(periods)]
+
+    def committed_reservations(self) -> list[QuotaReservation]:
+        """Every committed quota reservation, ended or not, by id (for tests' assertions)."""
+        return sorted(self._billing.reservations.rows.values(), key=lambda reservation: reservation.id)
+
 
 class MemoryUnitOfWork:
     """Implements `core.ports.UnitOfWork` in memory; finished after `commit()` or `rollback()`."""
 
-    def __init__(self, table: _OutboxTable, accounts: AccountTables, locks: Locks) -> None:
+    def __init__(
+        self, table: _OutboxTable, accounts: AccountTables, billing: BillingTables, locks: Locks
+    ) -> None:
         self._table = table
         self._transaction = Transaction(locks)
         self._entered = False
         self.outbox = MemoryOutboxRepository(self, table)
-        self._users, self._api_keys, self._tokens, self._audit = account_repositories(
-            self._transaction, accounts
+        # One view of the users for every repository: foreign keys see users added in this unit of work.
+        users = self._transaction.view(accounts.users)
+        self._users = MemoryUserRepository(users)
+        self._api_keys = MemoryApiKeyRepository(self._transaction.view(accounts.api_keys), users)
+        self._tokens = MemoryTokenRepository(self._transaction.view(accounts.tokens), users)
+        self._audit = MemoryAuditRepository(self._transaction.view(accounts.audit))
+        self._subscriptions, self._charges, self._usage = billing_repositories(
+            self._transaction, billing, users
         )
 
     @property
@@ -129,6 +165,18 @@ class MemoryUnitOfWork:
     @property
     def audit(self) -> MemoryAuditRepository:
         return self._audit
+
+    @property
+    def subscriptions(self) -> MemorySubscriptionRepository:
+        return self._subscriptions
+
+    @property
+    def charges(self) -> MemoryChargeRepository:
+        return self._charges
+
+    @property
+    def usage(self) -> MemoryUsageRepository:
+        return self._usage
 
     def require_active(self) -> None:
         self._transaction.require_active()
