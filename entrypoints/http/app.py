@@ -26,6 +26,7 @@ from entrypoints.http.routes.api_keys import ApiKeysController
 from entrypoints.http.routes.files import download_file
 from entrypoints.http.routes.health import live, ready
 from entrypoints.http.routes.metrics import MetricsController
+from entrypoints.http.routes.plans import list_plans
 from entrypoints.http.routes.problem_types import get_problem_type, list_problem_types
 from entrypoints.http.shutdown import ShutdownState
 from entrypoints.http.svcs_plugin import SvcsPlugin
@@ -103,6 +104,7 @@ def create_app(
             MeController,
             ApiKeysController,
             AdminController,
+            list_plans,
             list_problem_types,
             get_problem_type,
             docs,

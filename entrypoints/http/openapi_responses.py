@@ -36,7 +36,15 @@ def problem_responses(*codes: ErrorCode) -> dict[int, ResponseSpec]:
     """Responses for `codes` (grouped by status), plus the validation and server errors any route
     can answer with."""
     by_status: dict[int, list[str]] = {}
-    for code in (*codes, ErrorCode.VALIDATION_FAILED, ErrorCode.BAD_REQUEST, ErrorCode.INTERNAL_ERROR):
+    # Every authenticated route (the ones that can answer `unauthenticated`) is rate limited.
+    limited = (ErrorCode.RATE_LIMITED,) if ErrorCode.UNAUTHENTICATED in codes else ()
+    for code in (
+        *codes,
+        *limited,
+        ErrorCode.VALIDATION_FAILED,
+        ErrorCode.BAD_REQUEST,
+        ErrorCode.INTERNAL_ERROR,
+    ):
         by_status.setdefault(code.status, []).append(code.value)
     return {
         status: ResponseSpec(
