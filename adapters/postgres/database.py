@@ -1,6 +1,7 @@
 """The persistence port on PostgreSQL: units of work over a psycopg pool, and the outbox table.
 
-The account repositories live in `adapters.postgres.accounts`; the unit of work hands them out.
+The account repositories live in `adapters.postgres.accounts`, the billing ones in
+`adapters.postgres.billing`; the unit of work hands them out.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ from adapters.postgres.accounts import (
     PostgresAuditRepository,
     PostgresTokenRepository,
     PostgresUserRepository,
+)
+from adapters.postgres.billing import (
+    PostgresChargeRepository,
+    PostgresSubscriptionRepository,
+    PostgresUsageRepository,
 )
 from adapters.postgres.pool import PostgresPool
 from core.errors import DomainError, ErrorCode
@@ -71,6 +77,9 @@ class PostgresUnitOfWork:
         self._api_keys = PostgresApiKeyRepository(self)
         self._tokens = PostgresTokenRepository(self)
         self._audit = PostgresAuditRepository(self)
+        self._subscriptions = PostgresSubscriptionRepository(self)
+        self._charges = PostgresChargeRepository(self)
+        self._usage = PostgresUsageRepository(self)
 
     @property
     def users(self) -> PostgresUserRepository:
@@ -87,6 +96,18 @@ class PostgresUnitOfWork:
     @property
     def audit(self) -> PostgresAuditRepository:
         return self._audit
+
+    @property
+    def subscriptions(self) -> PostgresSubscriptionRepository:
+        return self._subscriptions
+
+    @property
+    def charges(self) -> PostgresChargeRepository:
+        return self._charges
+
+    @property
+    def usage(self) -> PostgresUsageRepository:
+        return self._usage
 
     @property
     def connection(self) -> AsyncConnection[Any]:
