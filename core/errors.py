@@ -45,6 +45,7 @@ class ErrorCode(StrEnum):
     WEAK_PASSWORD = "weak_password"
     PROMPT_REJECTED = "prompt_rejected"
     UNSAFE_URL = "unsafe_url"
+    UNKNOWN_PLAN = "unknown_plan"
     QUOTA_EXCEEDED = "quota_exceeded"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
@@ -94,6 +95,7 @@ CATALOG: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.WEAK_PASSWORD: ErrorSpec(422, _C, "Password does not meet the policy"),
     ErrorCode.PROMPT_REJECTED: ErrorSpec(422, _C, "Prompt rejected by policy"),
     ErrorCode.UNSAFE_URL: ErrorSpec(422, _C, "URL not allowed"),
+    ErrorCode.UNKNOWN_PLAN: ErrorSpec(422, _C, "Unknown plan"),
     ErrorCode.QUOTA_EXCEEDED: ErrorSpec(402, _L, "Quota exceeded"),
     ErrorCode.PAYLOAD_TOO_LARGE: ErrorSpec(413, _L, "Payload too large"),
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: ErrorSpec(415, _C, "Unsupported media type"),

@@ -9,6 +9,7 @@ from core.accounts.audit import AuditAction, AuditRecord
 from core.accounts.context import Caller
 from core.accounts.principal import Principal
 from core.accounts.users import Role, User, UserStatus, has_control_characters
+from core.billing.subscription_management import Subscriptions
 from core.errors import DomainError, ErrorCode
 from core.identifiers import is_id
 from core.pagination import clamp_limit, decode_cursor
@@ -18,14 +19,24 @@ from core.ports import Clock, Database, Ids, SessionStore
 class UserChanges(msgspec.Struct, frozen=True, kw_only=True):
     role: Role | None = None
     status: UserStatus | None = None
+    plan: str | None = None  # a plan code of the catalog: applied at once, without a charge
 
 
 class Administration:
-    def __init__(self, *, database: Database, sessions: SessionStore, ids: Ids, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        database: Database,
+        sessions: SessionStore,
+        ids: Ids,
+        clock: Clock,
+        subscriptions: Subscriptions | None = None,
+    ) -> None:
         self._database = database
         self._sessions = sessions
         self._ids = ids
         self._clock = clock
+        self._subscriptions = subscriptions  # needed only to change plans
 
     async def list_users(
         self,
@@ -60,13 +71,23 @@ class Administration:
         return user
 
     async def change_user(self, admin: Principal, user_id: str, changes: UserChanges, caller: Caller) -> User:
-        """Role and status. Suspension ends the user's sessions and stops their keys at once (keys
-        are checked against the user's status on every request); a role change ends the sessions
-        too, so privileges never outlive the session that had them."""
+        """Role, status and plan, together or not at all. Suspension ends the user's sessions and
+        stops their keys at once (keys are checked against the user's status on every request); a
+        role change ends the sessions too, so privileges never outlive the session that had them.
+        A plan applies at once, without a charge (`Subscriptions.set_plan_within`)."""
         _require_admin_session(admin)
         if not is_id(user_id):
             raise DomainError(ErrorCode.NOT_FOUND, "No such user")
+        plan_changed = False
         async with self._database.unit_of_work() as uow:
+            if changes.plan is not None:
+                if self._subscriptions is None:
+                    raise RuntimeError("Administration needs Subscriptions to change plans")
+                # The subscription's lock comes before the user's, as in every billing use case.
+                change = await self._subscriptions.set_plan_within(
+                    uow, user_id, changes.plan, caller, actor_id=admin.user_id
+                )
+                plan_changed = change.changed
             user = await uow.users.get_for_update(user_id)
             if user is None:
                 raise DomainError(ErrorCode.NOT_FOUND, "No such user")
@@ -93,12 +114,16 @@ class Administration:
                     before=before.value,
                     after=after.value,
                 )
-            if updated is user:
+            if updated is user and not plan_changed:
                 return user
-            updated = msgspec.structs.replace(updated, updated_at=self._clock.now())
-            await uow.users.update(updated)
+            if updated is not user:
+                updated = msgspec.structs.replace(updated, updated_at=self._clock.now())
+                await uow.users.update(updated)
             await uow.commit()
-        await self._sessions.delete_all_for_user(user.id)
+        if plan_changed and self._subscriptions is not None:
+            await self._subscriptions.invalidate(user_id)
+        if updated is not user:
+            await self._sessions.delete_all_for_user(user.id)
         return updated
 
     async def audit_log(

@@ -26,6 +26,7 @@ class AuditAction(StrEnum):
     ROLE_CHANGED = "user.role_changed"
     STATUS_CHANGED = "user.status_changed"
     PROFILE_UPDATED = "user.profile_updated"
+    PLAN_CHANGED = "user.plan_changed"
 
 
 class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):

@@ -16,6 +16,7 @@ from core.accounts.passwords import check_password, normalize_password
 from core.accounts.principal import CredentialKind, Principal
 from core.accounts.tokens import TOKEN_LIFETIMES, OneTimeToken, TokenPurpose
 from core.accounts.users import Role, User, UserStatus, clean_display_name, normalize_email
+from core.billing.subscriptions import start_subscription
 from core.errors import DomainError, ErrorCode, FieldError
 from core.jobs import EMAIL, JobSpec
 from core.ports import Clock, Database, Ids, JobQueue, Mailer, PasswordHasher, SessionStore, UnitOfWork
@@ -43,6 +44,7 @@ class Registration:
         ids: Ids,
         clock: Clock,
         policy: AccountPolicy,
+        default_plan: str = "free",
     ) -> None:
         self._database = database
         self._sessions = sessions
@@ -52,6 +54,7 @@ class Registration:
         self._ids = ids
         self._clock = clock
         self._policy = policy
+        self._default_plan = default_plan  # the plan catalog's default: every new user starts there
 
     async def register(
         self,
@@ -63,7 +66,8 @@ class Registration:
         role: Role = Role.USER,
         email_verified: bool = False,
     ) -> User:
-        """A new active user on the free plan; a verification email follows (unless verified)."""
+        """A new active user with a subscription to the default (free) plan, in one transaction; a
+        verification email follows (unless verified)."""
         email_normalized = normalize_email(email)
         name = clean_display_name(display_name)
         accepted = check_password(
@@ -82,12 +86,13 @@ class Registration:
             status=UserStatus.ACTIVE,
             email_verified=email_verified,
             password_hash=await self._hasher.hash(accepted),
-            plan="free",
+            plan=self._default_plan,
             created_at=now,
             updated_at=now,
         )
         async with self._database.unit_of_work() as uow:
             await uow.users.add(user)  # email_taken when the address is registered already
+            await uow.subscriptions.add(start_subscription(user.id, user.plan, now))
             await audit_trail.record(
                 uow,
                 self._ids,
