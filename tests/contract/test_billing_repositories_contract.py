@@ -588,3 +588,53 @@ async def _reservations(db: Database, *reservation_ids: str) -> list[QuotaReserv
         return [await uow.usage.get_reservation(id_) for id_ in reservation_ids]
 
     return await read(db, fetch)
+
+
+@pytest.mark.parametrize("backend_url", ["postgres"], indirect=True)
+async def test_migrating_gives_every_existing_user_an_active_subscription_on_their_plan(
+    backend_url: str, ids: SequentialIds
+) -> None:
+    from adapters.postgres import PostgresDatabase, apply_migrations, open_pool
+    from adapters.postgres.migrations import load_migrations
+
+    before_billing = [migration for migration in load_migrations() if migration.version < 4]
+    await apply_migrations(backend_url, migrations=before_billing)
+    free, pro = (
+        make_user(ids, "free@example.com"),
+        msgspec.structs.replace(make_user(ids, "pro@example.com"), plan="pro"),
+    )
+    pool = await open_pool(backend_url, min_size=1, max_size=2, name="billing-backfill")
+    try:
+        db = PostgresDatabase(pool)
+        await add_users(db, free, pro)
+        assert await apply_migrations(backend_url) == ["0004_billing"]
+        async with pool.connection() as conn:
+            cursor = await conn.execute("SELECT now()")
+            row = await cursor.fetchone()
+        assert row is not None
+        after_migration: datetime = row[0]
+        subscriptions = [
+            await read(db, lambda uow, user=user: uow.subscriptions.get(user.id)) for user in (free, pro)
+        ]
+    finally:
+        await pool.close()
+
+    assert [(s.plan, s.status) if s else None for s in subscriptions] == [
+        ("free", SubscriptionStatus.ACTIVE),
+        ("pro", SubscriptionStatus.ACTIVE),
+    ]
+    for subscription in subscriptions:
+        assert subscription is not None
+        start, end = subscription.current_period_start, subscription.current_period_end
+        assert start <= after_migration
+        assert (end.year * 12 + end.month) - (start.year * 12 + start.month) == 1  # one calendar month
+        assert (
+            end.day == start.day or end.month != (end + timedelta(days=1)).month
+        )  # or clamped to its last day
+        assert (end.hour, end.minute, end.second, end.microsecond) == (
+            start.hour,
+            start.minute,
+            start.second,
+            start.microsecond,
+        )
+        assert not subscription.cancel_at_period_end and subscription.trial_end is None
