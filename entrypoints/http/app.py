@@ -23,6 +23,7 @@ from entrypoints.http.request_context import RequestContext
 from entrypoints.http.routes.accounts import AuthController, MeController
 from entrypoints.http.routes.admin import AdminController
 from entrypoints.http.routes.api_keys import ApiKeysController
+from entrypoints.http.routes.billing import SubscriptionController, get_usage
 from entrypoints.http.routes.files import download_file
 from entrypoints.http.routes.health import live, ready
 from entrypoints.http.routes.metrics import MetricsController
@@ -105,6 +106,8 @@ def create_app(
             ApiKeysController,
             AdminController,
             list_plans,
+            SubscriptionController,
+            get_usage,
             list_problem_types,
             get_problem_type,
             docs,

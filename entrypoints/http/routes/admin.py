@@ -4,25 +4,39 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import Controller, Request, get, patch
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from core.accounts.administration import Administration, UserChanges
-from core.accounts.users import UserStatus
+from core.accounts.users import Role, UserStatus
 from core.errors import ErrorCode
 from core.pagination import encode_cursor
 from core.ports import Clock, Database, Ids, SessionStore
+from entrypoints.billing_use_cases import subscriptions_from
 from entrypoints.http.auth import BEARER_SECURITY, PRINCIPAL_DEPENDENCY, CurrentPrincipal, caller_of
 from entrypoints.http.openapi_responses import problem_responses
-from entrypoints.http.schemas import AdminUserPatchBody, AuditListOut, AuditRecordOut, UserListOut, UserOut
+from entrypoints.http.schemas import AuditListOut, AuditRecordOut, UserListOut, UserOut
 from entrypoints.http.svcs_plugin import SvcsContainer
 
 _ADMIN_PROBLEMS = (ErrorCode.UNAUTHENTICATED, ErrorCode.FORBIDDEN)
 
 
+class AdminUserPatch(msgspec.Struct, kw_only=True):
+    role: Role | None = None
+    status: UserStatus | None = None
+    plan: str | None = None  # a plan code (GET /v1/plans): applied at once, without a charge
+
+
 async def administration_from(svcs_container: SvcsContainer) -> Administration:
     database, sessions, ids, clock = await svcs_container.aget(Database, SessionStore, Ids, Clock)
-    return Administration(database=database, sessions=sessions, ids=ids, clock=clock)
+    return Administration(
+        database=database,
+        sessions=sessions,
+        ids=ids,
+        clock=clock,
+        subscriptions=await subscriptions_from(svcs_container),
+    )
 
 
 def _next(last_id: str | None) -> str | None:
@@ -61,19 +75,22 @@ class AdminController(Controller):
 
     @patch(
         "/users/{user_id:str}",
-        responses=problem_responses(*_ADMIN_PROBLEMS, ErrorCode.NOT_FOUND, ErrorCode.INVALID_STATE),
+        responses=problem_responses(
+            *_ADMIN_PROBLEMS, ErrorCode.NOT_FOUND, ErrorCode.INVALID_STATE, ErrorCode.UNKNOWN_PLAN
+        ),
     )
     async def patch_user(
         self,
         request: Request[Any, Any, Any],
         user_id: FromPath[str],
-        data: JSONBody[AdminUserPatchBody],
+        data: JSONBody[AdminUserPatch],
         principal: CurrentPrincipal,
         svcs_container: SvcsContainer,
     ) -> UserOut:
-        """`role` and `status`; suspending ends the user's sessions and stops their keys at once."""
+        """`role`, `status` and `plan`, all or nothing. Suspending ends the user's sessions and stops
+        their keys at once; a plan applies at once, without a charge."""
         admin = await administration_from(svcs_container)
-        changes = UserChanges(role=data.role, status=data.status)
+        changes = UserChanges(role=data.role, status=data.status, plan=data.plan)
         return UserOut.of(await admin.change_user(principal, user_id, changes, caller_of(request)))
 
     @get("/audit", responses=problem_responses(*_ADMIN_PROBLEMS, ErrorCode.INVALID_CURSOR))
