@@ -183,7 +183,7 @@ class MemoryUsageRepository:
             finished_at=None,
         )
         end = _utc(period_end, "period_end")
-        if stored.status is not ReservationStatus.RESERVED:
+        if stored.status != ReservationStatus.RESERVED:
             raise ValueError("a new reservation must be `reserved`")
         if stored.images < 1:
             raise ValueError("a reservation needs at least one image")

@@ -376,7 +376,7 @@ def _check_new_reservation(reservation: QuotaReservation, period_end: datetime) 
     _aware(reservation.period_start, "period_start")
     _aware(reservation.created_at, "created_at")
     _aware(period_end, "period_end")
-    if reservation.status is not ReservationStatus.RESERVED:
+    if reservation.status != ReservationStatus.RESERVED:
         raise ValueError("a new reservation must be `reserved`")
     if reservation.images < 1:
         raise ValueError("a reservation needs at least one image")
