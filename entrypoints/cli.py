@@ -91,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
     create_admin.add_argument("email")
     create_admin.add_argument("--display-name", default=None)
     create_admin.set_defaults(handler=_create_admin)
+    set_plan = user_commands.add_parser(
+        "set-plan", help="put a user on a plan at once, without a charge (audited)"
+    )
+    set_plan.add_argument("email")
+    set_plan.add_argument("plan", help="a plan code of the catalog (GET /v1/plans)")
+    set_plan.set_defaults(handler=_set_plan)
 
     check = commands.add_parser("check-config", help="print the resolved configuration, secrets masked")
     check.set_defaults(handler=_check_config)
@@ -172,6 +178,28 @@ async def _register_admin(settings: Settings, args: argparse.Namespace, password
             caller=Caller(correlation_id="cli:create-admin"),
             role=Role.ADMIN,
             email_verified=True,
+        )
+
+
+def _set_plan(settings: Settings, args: argparse.Namespace) -> int:
+    details = asyncio.run(_set_plan_by_email(settings, args))
+    subscription = details.subscription
+    print(f"{args.email.strip()} is on the {subscription.plan} plan ({subscription.status.value})")
+    return 0
+
+
+async def _set_plan_by_email(settings: Settings, args: argparse.Namespace) -> Any:
+    from core.accounts.context import Caller
+    from entrypoints.billing_use_cases import subscriptions_from
+    from entrypoints.wiring import service_registry
+
+    async with (
+        service_registry(settings, environ=args.environ) as registry,
+        svcs.Container(registry) as container,
+    ):
+        subscriptions = await subscriptions_from(container)
+        return await subscriptions.set_plan_by_email(
+            args.email, args.plan, Caller(correlation_id="cli:set-plan")
         )
 
 

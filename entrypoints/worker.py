@@ -20,6 +20,7 @@ from core.accounts.registration import SEND_PASSWORD_RESET_EMAIL, SEND_VERIFICAT
 from core.jobs import MAINTENANCE, QUEUES
 from core.ports import Clock, Database, Ids, JobContext, JobHandler, JobQueue, Mailer, SessionStore
 from core.use_cases.publish_outbox import publish_outbox_backlog
+from entrypoints.billing_use_cases import subscriptions_from
 from entrypoints.correlation import correlation_id_var
 from entrypoints.event_handlers import EVENT_HANDLERS
 from entrypoints.settings import Settings
@@ -31,6 +32,7 @@ log = logging.getLogger("pictor.worker")
 MAINTENANCE_JOBS: tuple[CronJob, ...] = (
     CronJob(function="publish_outbox", cron="* * * * *", queue=MAINTENANCE, timeout_seconds=55),
     CronJob(function="delete_expired_sessions", cron="17 * * * *", queue=MAINTENANCE, timeout_seconds=300),
+    CronJob(function="roll_over_subscriptions", cron="* * * * *", queue=MAINTENANCE, timeout_seconds=55),
 )
 
 
@@ -72,8 +74,13 @@ def job_handlers(registry: svcs.Registry) -> dict[str, JobHandler]:
         sessions, clock = await container.aget(SessionStore, Clock)
         return {"deleted": await sessions.delete_expired(clock.now())}
 
+    async def roll_over_subscriptions(container: svcs.Container, ctx: JobContext) -> dict[str, int]:
+        subscriptions = await subscriptions_from(container)
+        return {"rolled": await subscriptions.roll_over(between_batches=ctx.heartbeat)}
+
     return {
         "publish_outbox": with_services(publish_outbox_job),
+        "roll_over_subscriptions": with_services(roll_over_subscriptions),
         "delete_expired_sessions": with_services(delete_expired_sessions),
         SEND_VERIFICATION_EMAIL: with_services(send_verification_email),
         SEND_PASSWORD_RESET_EMAIL: with_services(send_password_reset_email),

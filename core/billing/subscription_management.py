@@ -9,7 +9,7 @@ Locks are always taken subscription first, then user, so two use cases never dea
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -233,14 +233,22 @@ class Subscriptions:
         """Drop the user's cached principals in every process (after a commit that changed them)."""
         await self._invalidate([user_id])
 
-    async def roll_over(self, now: datetime | None = None, *, batch: int = ROLL_OVER_BATCH) -> int:
+    async def roll_over(
+        self,
+        now: datetime | None = None,
+        *,
+        batch: int = ROLL_OVER_BATCH,
+        max_batches: int = 50,
+        between_batches: Callable[[], Awaitable[None]] | None = None,
+    ) -> int:
         """Close every period that has ended (maintenance cron): renewals, scheduled downgrades,
-        cancellations, trials. Batches are claimed with skip-locked row locks and leave each
-        subscription in a period that contains `now`, so two workers running this at once process
-        each subscription exactly once. Returns how many subscriptions were rolled."""
+        cancellations, trials. Batches are claimed with skip-locked row locks, and each leaves its
+        subscriptions in a period that contains `now`, so two workers running this at once process
+        each subscription exactly once. Bounded by `max_batches` (the next run takes the rest);
+        `between_batches` lets a job prove it is alive. Returns how many subscriptions rolled."""
         at = now or self._clock.now()
         rolled = 0
-        while True:
+        for _ in range(max_batches):
             changed_users: list[str] = []
             async with self._database.unit_of_work() as uow:
                 due = await uow.subscriptions.claim_due(at, batch)
@@ -251,8 +259,11 @@ class Subscriptions:
                 await uow.commit()
             await self._invalidate(changed_users)
             rolled += len(due)
+            if between_batches is not None:
+                await between_batches()
             if len(due) < batch:
-                return rolled
+                break
+        return rolled
 
     # --- internals ------------------------------------------------------------------------
 

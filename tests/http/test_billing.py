@@ -22,6 +22,7 @@ from entrypoints.http.svcs_plugin import registry_of
 from entrypoints.settings import Settings
 from entrypoints.use_cases import registration_from
 from entrypoints.wiring import service_registry
+from entrypoints.worker import job_handlers
 from tests.support.accounts import PASSWORD, bearer, login, register
 
 
@@ -198,3 +199,42 @@ async def test_admins_set_plans_through_patch(client: AsyncTestClient[Litestar])
     assert (unknown.status_code, unknown.json()["code"]) == (422, "unknown_plan")
     by_user = await client.patch(f"/admin/users/{user['id']}", json={"plan": "pro"}, headers=bearer(token))
     assert by_user.status_code == 403
+
+
+class JobContext:
+    key = "roll_over_subscriptions"
+    attempt = 1
+    correlation_id = None
+    heartbeats = 0
+
+    async def heartbeat(self) -> None:
+        self.heartbeats += 1
+
+    async def progress(self, fraction: float) -> None:
+        return None
+
+
+async def test_the_roll_over_cron_renews_and_applies_scheduled_changes(
+    client: AsyncTestClient[Litestar], clock: ManualClock
+) -> None:
+    token = await user_token(client, "ann@example.com")
+    await client.post("/v1/subscription", json={"plan": "team"}, headers=bearer(token))
+    await client.post("/v1/subscription", json={"plan": "pro"}, headers=bearer(token))  # at the period end
+    before = (await client.get("/v1/subscription", headers=bearer(token))).json()
+    roll_over = job_handlers(registry_of(client.app))["roll_over_subscriptions"]
+    context = JobContext()
+    assert await roll_over(context) == {"rolled": 0}
+
+    clock.advance((datetime.fromisoformat(before["current_period_end"]) - clock.now()).total_seconds())
+    assert await roll_over(context) == {"rolled": 1}
+
+    after = (await client.get("/v1/subscription", headers=bearer(token))).json()
+    assert (after["plan"], after["scheduled_plan"], after["status"]) == ("pro", None, "active")
+    assert after["current_period_start"] == before["current_period_end"]
+    pro = (await catalog_of(client)).get("pro")
+    assert (after["latest_charge"]["kind"], after["latest_charge"]["amount_cents"]) == (
+        "renewal",
+        pro.monthly_price_cents,  # type: ignore[union-attr]
+    )
+    assert (await client.get("/v1/usage", headers=bearer(token))).json()["images_limit"] == pro.monthly_images  # type: ignore[union-attr]
+    assert await roll_over(context) == {"rolled": 0} and context.heartbeats == 3
