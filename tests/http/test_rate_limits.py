@@ -172,3 +172,15 @@ async def test_plans_are_public_cacheable_and_revalidated_with_the_etag(client):
     stale = await client.get("/v1/plans", headers={"If-None-Match": '"0000000000000000"'})
     assert stale.status_code == 200
     assert stale.json() == response.json()
+
+
+async def test_if_none_match_uses_weak_comparison_and_the_wildcard(client):
+    """RFC 9110 §13.1.2: If-None-Match compares weakly (a proxy that compresses the body marks the
+    ETag weak, `W/"..."`, and clients send that back) and `*` matches any current representation."""
+    etag = (await client.get("/v1/plans")).headers["etag"]
+
+    weak = await client.get("/v1/plans", headers={"If-None-Match": f"W/{etag}"})
+    assert weak.status_code == 304
+
+    wildcard = await client.get("/v1/plans", headers={"If-None-Match": "*"})
+    assert wildcard.status_code == 304
