@@ -24,7 +24,7 @@ from core.billing.usage import (
     ReservationOutcome,
     ReservationStatus,
 )
-from core.errors import DomainError, ErrorCode
+from core.errors import DomainError, ErrorCode, FieldError
 from core.outbox import OutboxMessage
 from core.ports import Clock, Database, Ids, UnitOfWork
 
@@ -61,7 +61,13 @@ class Quotas:
         it). `quota_exceeded` (402) or `concurrency_limit` (429) otherwise; the same id again
         changes nothing. Returns the usage after the reservation."""
         if not 1 <= images <= MAX_IMAGES_PER_RESERVATION:
-            raise ValueError(f"a reservation is 1-{MAX_IMAGES_PER_RESERVATION} images, got {images}")
+            raise DomainError(
+                ErrorCode.VALIDATION_FAILED,
+                "The request is invalid; see errors",
+                errors=[
+                    FieldError("n", f"Between 1 and {MAX_IMAGES_PER_RESERVATION} images", "out_of_range")
+                ],
+            )
         plan = self._catalog.effective(plan_code)
         now = self._clock.now()
         async with self._database.unit_of_work() as uow:

@@ -395,6 +395,15 @@ async def test_the_quota_holds_and_each_threshold_is_announced_once_a_period(wor
     assert (event["images_used"], event["images_limit"], event["period_start"]) == (10, 10, START.isoformat())
 
 
+async def test_a_reservation_is_one_to_a_hundred_images(world: World) -> None:
+    ann = await world.user()
+    for images in (0, -1, 101):
+        with pytest.raises(DomainError) as invalid:
+            await world.quotas.reserve(ann.user_id, ann.plan, world.new_id(), images)
+        assert invalid.value.code is ErrorCode.VALIDATION_FAILED and invalid.value.errors[0].field == "n"
+    assert world.database.committed_usage() == []
+
+
 async def test_concurrent_generations_are_capped_by_the_plan(world: World) -> None:
     ann = await world.user()  # free: one at a time
     first, second = world.new_id(), world.new_id()
