@@ -49,3 +49,7 @@ fmt:
 bench *ARGS:
     uv run --locked pytest benchmarks --benchmark-only --benchmark-columns=min,median,mean,ops,rounds -p no:randomly {{ARGS}}
     uv run --locked python benchmarks/http_load.py
+
+# Authenticated GET /v1/me (API key, warm cache) next to bare Litestar: constant and one Valkey GET.
+bench-auth *ARGS:
+    uv run --locked python benchmarks/auth_load.py {{ARGS}}

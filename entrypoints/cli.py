@@ -24,6 +24,7 @@ import svcs
 from adapters.postgres.migrations import MigrationError
 from core.errors import DomainError
 from entrypoints.http.shutdown import DRAIN_FILE_VARIABLE, die_with_parent
+from entrypoints.plan_catalog import load_plan_catalog
 from entrypoints.settings import (
     Settings,
     SettingsError,
@@ -44,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.environ = load_environment()
         settings = settings_from_mapping(args.environ)
+        args.plans = load_plan_catalog(settings)  # a broken PICTOR_PLANS_FILE stops every command
     except SettingsError as error:
         print(f"pictor: configuration error: {error}", file=sys.stderr)
         return 2
@@ -106,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
 # --- check-config -------------------------------------------------------------------------------
 
 
-def _check_config(settings: Settings, _: argparse.Namespace) -> int:
+def _check_config(settings: Settings, args: argparse.Namespace) -> int:
     shown = masked(settings)
     shown["resolved"] = {
         "public_base_url": settings.public_base_url,
@@ -118,6 +120,12 @@ def _check_config(settings: Settings, _: argparse.Namespace) -> int:
         "queue": mask_url_password(settings.queue_url) if settings.queue_url else "SAQ on the database",
         "secrets_dir": str(settings.secrets_path),
         "embedded_worker": settings.runs_embedded_worker,
+        "plans": {
+            "source": settings.plans_file or "built-in",
+            "version": args.plans.version,
+            "default": args.plans.default.code,
+            "codes": [plan.code for plan in args.plans],
+        },
     }
     print(json.dumps(shown, indent=2, sort_keys=True))
     return 0
@@ -190,7 +198,7 @@ def _set_plan(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _set_plan_by_email(settings: Settings, args: argparse.Namespace) -> Any:
     from core.accounts.context import Caller
-    from entrypoints.billing_use_cases import subscriptions_from
+    from entrypoints.use_cases import subscriptions_from
     from entrypoints.wiring import service_registry
 
     async with (

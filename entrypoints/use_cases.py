@@ -7,14 +7,28 @@ import svcs
 
 from core.accounts.context import AccountPolicy
 from core.accounts.registration import Registration
-from core.ports import Clock, Database, Ids, JobQueue, PasswordBlocklist, PasswordHasher, SessionStore
+from core.billing.plans import PlanCatalog
+from core.billing.quotas import Quotas
+from core.billing.subscription_management import Subscriptions
+from core.ports import (
+    Clock,
+    Database,
+    Ids,
+    JobQueue,
+    PasswordBlocklist,
+    PasswordHasher,
+    PrincipalCache,
+    SessionStore,
+)
 
 
 async def registration_from(container: svcs.Container) -> Registration:
     database, sessions, hasher, blocklist, jobs, ids, clock, policy = await container.aget(
         Database, SessionStore, PasswordHasher, PasswordBlocklist, JobQueue, Ids, Clock, AccountPolicy
     )
+    catalog = await container.aget(PlanCatalog)
     return Registration(
+        default_plan=catalog.default.code,
         database=database,
         sessions=sessions,
         hasher=hasher,
@@ -24,3 +38,15 @@ async def registration_from(container: svcs.Container) -> Registration:
         clock=clock,
         policy=policy,
     )
+
+
+async def subscriptions_from(container: svcs.Container) -> Subscriptions:
+    database, catalog, principals, ids, clock = await container.aget(
+        Database, PlanCatalog, PrincipalCache, Ids, Clock
+    )
+    return Subscriptions(database=database, catalog=catalog, principals=principals, ids=ids, clock=clock)
+
+
+async def quotas_from(container: svcs.Container) -> Quotas:
+    database, catalog, ids, clock = await container.aget(Database, PlanCatalog, Ids, Clock)
+    return Quotas(database=database, catalog=catalog, ids=ids, clock=clock)

@@ -20,10 +20,10 @@ from core.accounts.registration import SEND_PASSWORD_RESET_EMAIL, SEND_VERIFICAT
 from core.jobs import MAINTENANCE, QUEUES
 from core.ports import Clock, Database, Ids, JobContext, JobHandler, JobQueue, Mailer, SessionStore
 from core.use_cases.publish_outbox import publish_outbox_backlog
-from entrypoints.billing_use_cases import subscriptions_from
 from entrypoints.correlation import correlation_id_var
 from entrypoints.event_handlers import EVENT_HANDLERS
 from entrypoints.settings import Settings
+from entrypoints.use_cases import subscriptions_from
 from entrypoints.wiring import UnusableConfiguration, service_registry
 
 log = logging.getLogger("pictor.worker")

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from adapters.memory.tables import Table, TableView, Transaction
+from adapters.memory.tables import Table, TableView
 from core.accounts.api_keys import ApiKey
 from core.accounts.audit import AuditRecord
 from core.accounts.tokens import OneTimeToken, TokenPurpose
@@ -298,19 +298,6 @@ class MemoryAuditRepository:
             and (last is None or record.id < last)
         ]
         return sorted(found, key=lambda record: record.id, reverse=True)[:limit]
-
-
-def account_repositories(
-    transaction: Transaction, tables: AccountTables
-) -> tuple[MemoryUserRepository, MemoryApiKeyRepository, MemoryTokenRepository, MemoryAuditRepository]:
-    """The four repositories of one unit of work, over its views of `tables`."""
-    users = transaction.view(tables.users)
-    return (
-        MemoryUserRepository(users),
-        MemoryApiKeyRepository(transaction.view(tables.api_keys), users),
-        MemoryTokenRepository(transaction.view(tables.tokens), users),
-        MemoryAuditRepository(transaction.view(tables.audit)),
-    )
 
 
 def _canonical_or_none(text: str) -> str | None:

@@ -17,7 +17,7 @@ from typing import Final
 
 import msgspec
 
-from core.accounts.api_keys import ApiKey, hash_secret, looks_like_api_key
+from core.accounts.api_keys import KEY_LENGTH, KEY_PREFIX, ApiKey, hash_secret, looks_like_api_key
 from core.accounts.principal import SESSION_SCOPES, CredentialKind, Principal
 from core.accounts.sessions import Session
 from core.accounts.users import User
@@ -34,11 +34,10 @@ def unauthenticated(detail: str = "A valid session token or API key is required"
 
 
 class ApiKeyGrant(msgspec.Struct, frozen=True, kw_only=True):
-    """What an API key's hash resolves to: the key and its user, or nothing (cached too, briefly
-    and harmlessly: no key can ever get the hash of one looked up before it existed)."""
+    """What an existing API key's hash resolves to: the key (revoked or not) and its user."""
 
-    key: ApiKey | None
-    user: User | None
+    key: ApiKey
+    user: User
 
 
 class CredentialResolver:
@@ -61,15 +60,15 @@ class CredentialResolver:
         self._touched: dict[str, datetime] = {}  # key id → when this process last recorded a use
 
     async def resolve_api_key(self, token: str, *, client_ip: str | None) -> Principal:
-        if not looks_like_api_key(token):  # shape and checksum: no lookup for garbage
+        if len(token) != KEY_LENGTH or not token.startswith(KEY_PREFIX):
             raise unauthenticated("The API key is malformed")
         key_hash = hash_secret(token)
         grant = await self._principals.get_or_load(
-            f"api-key:{key_hash}", lambda: self._load_grant(key_hash), ttl_seconds=self._ttl
+            f"api-key:{key_hash}", lambda: self._load_grant(token, key_hash), ttl_seconds=self._ttl
         )
         key, user = grant.key, grant.user
         now = self._clock.now()
-        if key is None or user is None or key.revoked_at is not None:
+        if key.revoked_at is not None:
             raise unauthenticated("The API key is not valid")
         if key.expires_at is not None and key.expires_at <= now:
             raise unauthenticated("The API key has expired")
@@ -99,12 +98,17 @@ class CredentialResolver:
         )
         return principal, session
 
-    async def _load_grant(self, key_hash: str) -> tuple[ApiKeyGrant, list[str]]:
+    async def _load_grant(self, token: str, key_hash: str) -> tuple[ApiKeyGrant, list[str]]:
+        # The checksum is checked on a miss only: a hit means this very token passed it before.
+        if not looks_like_api_key(token):  # no lookup for garbage (and nothing cached for it)
+            raise unauthenticated("The API key is malformed")
         async with self._database.unit_of_work() as uow:
             key = await uow.api_keys.get_by_hash(key_hash)
             user = await uow.users.get(key.user_id) if key is not None else None
-        tags = [api_key_tag(key.id), user_tag(key.user_id)] if key is not None else []
-        return ApiKeyGrant(key=key, user=user), tags
+        if key is None or user is None:
+            # Not cached: random keys with a valid checksum must not push real entries out.
+            raise unauthenticated("The API key is not valid")
+        return ApiKeyGrant(key=key, user=user), [api_key_tag(key.id), user_tag(key.user_id)]
 
     async def _load_user(self, user_id: str) -> tuple[User | None, list[str]]:
         async with self._database.unit_of_work() as uow:

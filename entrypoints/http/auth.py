@@ -18,7 +18,7 @@ from core.accounts.principal import Principal
 from core.billing.plans import PlanCatalog
 from core.errors import DomainError, ErrorCode
 from core.ports import Clock, Database, Ids, PasswordHasher, RateLimiter, SessionStore
-from entrypoints.http.rate_limit_headers import rate_limit_headers, retry_after_seconds
+from entrypoints.http.rate_limit_headers import rate_limit_headers, rate_limit_policy, retry_after_seconds
 from entrypoints.http.request_context import CORRELATION_SCOPE_KEY, RATE_LIMIT_HEADERS_SCOPE_KEY
 from entrypoints.http.svcs_plugin import SvcsContainer, registry_of
 
@@ -40,7 +40,11 @@ def caller_of(request: Request[Any, Any, Any]) -> Caller:
 
 
 def credential_of(request: Request[Any, Any, Any]) -> str | None:
-    header = request.headers.get("authorization")
+    header = None
+    for name, value in request.scope["headers"]:  # the raw list: cheaper than building Headers
+        if name == b"authorization":
+            header = value.decode("latin-1")
+            break
     if header is not None:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -76,6 +80,7 @@ class Guard:
         self.limiter = limiter
         self.catalog = catalog
         self._limits = {plan.code: plan.rate_limit.as_rate_limit() for plan in catalog}
+        self._policies = {plan.code: rate_limit_policy(plan.rate_limit) for plan in catalog}
 
     @classmethod
     async def of(cls, app: Litestar) -> Guard:
@@ -100,7 +105,7 @@ class Guard:
             LIMITER_FAILURES.inc()
             _log.warning("rate limiter unavailable, request let through: %r", error)
             return
-        headers = rate_limit_headers(plan.rate_limit, decision)
+        headers = rate_limit_headers(self._policies[plan.code], decision)
         request.scope[RATE_LIMIT_HEADERS_SCOPE_KEY] = headers  # type: ignore[literal-required]
         if not decision.allowed:
             raise DomainError(

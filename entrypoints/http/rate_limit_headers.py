@@ -16,12 +16,15 @@ from core.rate_limit import RateLimitDecision
 POLICY_NAME: Final = "default"
 
 
-def rate_limit_headers(policy: PlanRateLimit, decision: RateLimitDecision) -> list[tuple[bytes, bytes]]:
+def rate_limit_policy(policy: PlanRateLimit) -> tuple[bytes, bytes]:
+    """The `RateLimit-Policy` field of a plan (the same on every response: callers build it once)."""
+    return b"ratelimit-policy", f'"{POLICY_NAME}";q={policy.requests};w={policy.per_seconds}'.encode()
+
+
+def rate_limit_headers(policy: tuple[bytes, bytes], decision: RateLimitDecision) -> list[tuple[bytes, bytes]]:
+    """The policy field, and the `RateLimit` field of this decision (+ `Retry-After` when denied)."""
     reset = max(0, math.ceil(decision.reset_after_seconds))
-    headers = [
-        (b"ratelimit-policy", f'"{POLICY_NAME}";q={policy.requests};w={policy.per_seconds}'.encode()),
-        (b"ratelimit", f'"{POLICY_NAME}";r={decision.remaining};t={reset}'.encode()),
-    ]
+    headers = [policy, (b"ratelimit", f'"{POLICY_NAME}";r={decision.remaining};t={reset}'.encode())]
     if not decision.allowed:
         headers.append((b"retry-after", str(retry_after_seconds(decision)).encode()))
     return headers

@@ -12,7 +12,7 @@ import msgspec
 from core.accounts.api_keys import ApiKey
 from core.accounts.audit import AuditRecord
 from core.accounts.sessions import Session
-from core.accounts.users import Role, User, UserStatus
+from core.accounts.users import User
 
 
 class RegisterBody(msgspec.Struct, kw_only=True):
@@ -50,11 +50,6 @@ class CreateApiKeyBody(msgspec.Struct, kw_only=True):
     scopes: list[str] | None = None
     allowed_ips: list[str] | None = None
     expires_at: datetime | None = None
-
-
-class AdminUserPatchBody(msgspec.Struct, kw_only=True):
-    role: Role | None = None
-    status: UserStatus | None = None
 
 
 class UserOut(msgspec.Struct, kw_only=True):

@@ -17,10 +17,9 @@ from core.accounts.context import Caller
 from core.accounts.users import Role
 from core.billing.plans import PlanCatalog
 from core.ports import Clock
-from entrypoints.billing_use_cases import quotas_from
 from entrypoints.http.svcs_plugin import registry_of
 from entrypoints.settings import Settings
-from entrypoints.use_cases import registration_from
+from entrypoints.use_cases import quotas_from, registration_from
 from entrypoints.wiring import service_registry
 from entrypoints.worker import job_handlers
 from tests.support.accounts import PASSWORD, bearer, login, register

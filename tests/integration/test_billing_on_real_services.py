@@ -25,11 +25,11 @@ from core.billing.subscription_management import Subscriptions
 from core.billing.subscriptions import roll_over, start_subscription
 from core.errors import DomainError, ErrorCode
 from core.ports import Clock
-from entrypoints.billing_use_cases import quotas_from
 from entrypoints.http.app import create_app
 from entrypoints.http.svcs_plugin import registry_of
 from entrypoints.plan_catalog import builtin_catalog
 from entrypoints.settings import settings_from_mapping
+from entrypoints.use_cases import quotas_from
 from entrypoints.wiring import service_registry
 from tests.support.accounts import bearer, login, register
 from tests.support.billing_data import add_users, make_user, open_database

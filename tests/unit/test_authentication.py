@@ -9,14 +9,14 @@ import pytest
 from adapters.memory.clock import ManualClock
 from adapters.memory.database import MemoryDatabase
 from adapters.memory.ids import SequentialIds
+from adapters.memory.invalidation_bus import MemoryInvalidationBus
 from adapters.memory.password_hasher import FastPasswordHasher
 from adapters.memory.rate_limiter import MemoryRateLimiter
 from adapters.memory.session_store import MemorySessionStore
-from adapters.memory.invalidation_bus import MemoryInvalidationBus
 from adapters.near_cache import NearCache
 from core.accounts.authentication import Authentication
-from core.accounts.credentials import CredentialResolver
 from core.accounts.context import AccountPolicy, Caller
+from core.accounts.credentials import CredentialResolver
 from core.accounts.registration import Registration
 from core.errors import DomainError, ErrorCode
 

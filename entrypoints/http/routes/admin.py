@@ -13,11 +13,11 @@ from core.accounts.users import Role, UserStatus
 from core.errors import ErrorCode
 from core.pagination import encode_cursor
 from core.ports import Clock, Database, Ids, SessionStore
-from entrypoints.billing_use_cases import subscriptions_from
 from entrypoints.http.auth import BEARER_SECURITY, PRINCIPAL_DEPENDENCY, CurrentPrincipal, caller_of
 from entrypoints.http.openapi_responses import problem_responses
 from entrypoints.http.schemas import AuditListOut, AuditRecordOut, UserListOut, UserOut
 from entrypoints.http.svcs_plugin import SvcsContainer
+from entrypoints.use_cases import subscriptions_from
 
 _ADMIN_PROBLEMS = (ErrorCode.UNAUTHENTICATED, ErrorCode.FORBIDDEN)
 

@@ -13,10 +13,10 @@ from core.billing.charges import Charge
 from core.billing.quotas import Usage
 from core.billing.subscription_management import SubscriptionDetails
 from core.errors import ErrorCode
-from entrypoints.billing_use_cases import quotas_from, subscriptions_from
 from entrypoints.http.auth import BEARER_SECURITY, PRINCIPAL_DEPENDENCY, CurrentPrincipal, caller_of
 from entrypoints.http.openapi_responses import problem_responses
 from entrypoints.http.svcs_plugin import SvcsContainer
+from entrypoints.use_cases import quotas_from, subscriptions_from
 
 _READ_PROBLEMS = (ErrorCode.UNAUTHENTICATED, ErrorCode.INSUFFICIENT_SCOPE)
 _CHANGE_PROBLEMS = (ErrorCode.UNAUTHENTICATED, ErrorCode.FORBIDDEN, ErrorCode.INVALID_STATE)

@@ -69,6 +69,14 @@ async def list_plans(
     catalog = await svcs_container.aget(PlanCatalog)
     etag = f'"{catalog.version}"'
     headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
-    if etag in (tag.strip() for tag in request.headers.get("if-none-match", "").split(",")):
+    if _matches(request.headers.get("if-none-match", ""), etag):
         return Response(None, status_code=304, headers=headers)
     return Response(PlanListOut(data=[PlanOut.of(plan) for plan in catalog]), headers=headers)
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110 §13.1.2: If-None-Match compares weakly (a proxy that compresses marks the ETag
+    weak, `W/"…"`), and `*` matches any current representation."""
+    opaque = etag.removeprefix("W/")
+    tags = (part.strip() for part in if_none_match.split(","))
+    return any(tag == "*" or tag.removeprefix("W/") == opaque for tag in tags if tag)
