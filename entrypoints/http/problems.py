@@ -9,6 +9,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
+import psycopg_pool
+import valkey.exceptions
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.plugins.problem_details import (
@@ -120,9 +123,28 @@ def from_http_exception(error: HTTPException) -> Problem:
     return Problem(code, detail, headers=error.headers, status=error.status_code)
 
 
+# A store that does not answer (PostgreSQL, Valkey, a pool with no free connection) is an outage
+# the client can wait out, not a bug: 503 with Retry-After, not 500.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    TimeoutError,
+    valkey.exceptions.ConnectionError,
+    valkey.exceptions.TimeoutError,
+    psycopg.OperationalError,
+    psycopg_pool.PoolTimeout,
+)
+
+
 def from_unexpected(error: Exception) -> Problem:
     # Logged with the traceback (and the correlation id, from the log context); the client sees
     # only the code and the id to quote.
+    if isinstance(error, _UNAVAILABLE):
+        log.warning("a dependency is unavailable: %r", error)
+        return Problem(
+            ErrorCode.SERVICE_UNAVAILABLE,
+            "A service Pictor depends on is unavailable; retry shortly",
+            headers={"Retry-After": "1"},
+        )
     log.error("unhandled exception", exc_info=error)
     return Problem(ErrorCode.INTERNAL_ERROR, "An unexpected error occurred; quote the correlation id")
 
