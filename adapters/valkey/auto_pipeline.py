@@ -1,11 +1,11 @@
-"""Automatic pipelining: commands issued in the same event-loop turn share one round trip.
+"""Automatic pipelining: commands issued while another is on the wire share the next round trip.
 
 Under load an API process has dozens of requests in flight, each wanting one command (its rate
 limit decision). Sent one by one, every command pays the client's whole per-call cost: a
 connection checked out of the pool, a timeout armed, a write and a read syscall, a wake-up.
-Queued for one turn of the event loop and sent as one pipeline (not a transaction: each command
-still runs atomically on its own), they pay it once. Each caller still waits for exactly one
-network round trip, so latency does not grow; throughput per core does.
+Queued while a pipeline is out and then sent as one (not a transaction: each command still runs
+atomically on its own), they pay it once. A caller waits for at most the round trip in flight and
+its own, and throughput per core grows with the load.
 """
 
 from __future__ import annotations
@@ -16,35 +16,41 @@ from typing import Any, Final
 from valkey.asyncio import Valkey
 from valkey.exceptions import NoScriptError
 
-MAX_BATCH: Final = 256  # a bigger turn is split: one huge reply would hold up every caller in it
+MAX_BATCH: Final = 256  # more waiting is split: one huge reply would hold up every caller in it
 
 Command = tuple[Any, ...]
 
 
 class AutoPipeline:
+    """One pipeline on the wire at a time: commands that arrive while it is out wait for it and
+    then go together. Idle, a command leaves on the next turn of the loop; busy, batches grow with
+    the load (arrivals × round-trip time), which is exactly when sharing pays."""
+
     def __init__(self, client: Valkey) -> None:
         self._client = client
         self._pending: list[tuple[Command, asyncio.Future[Any]]] = []
-        self._scheduled = False
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._sender: asyncio.Task[None] | None = None
 
     async def execute(self, *command: Any) -> Any:
-        """The reply to `command`, sent with whatever else was queued in this turn of the loop."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
+        """The reply to `command`, sent with whatever else is waiting for the wire."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((command, future))
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush)  # runs after the callbacks already ready: they can join
+        if self._sender is None:
+            self._sender = asyncio.ensure_future(self._drain())
         return await future
 
-    def _flush(self) -> None:
-        self._scheduled = False
-        pending, self._pending = self._pending, []
-        for start in range(0, len(pending), MAX_BATCH):
-            task = asyncio.ensure_future(self._send(pending[start : start + MAX_BATCH]))
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                await self._send(batch)
+        except BaseException:  # cancelled: nobody will send what is still waiting
+            waiting, self._pending = self._pending, []
+            for _, future in waiting:
+                future.cancel()
+            raise
+        finally:
+            self._sender = None
 
     async def _send(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
         try:

@@ -67,7 +67,9 @@ async def test_a_failed_connection_fails_every_caller_of_the_batch() -> None:
     dead = create_valkey_client("redis://127.0.0.1:1/0", connect_timeout=0.2, pool_timeout=0.2)
     try:
         pipeline = AutoPipeline(dead)
-        results = await asyncio.gather(*(pipeline.execute("GET", "x") for _ in range(5)), return_exceptions=True)
+        results = await asyncio.gather(
+            *(pipeline.execute("GET", "x") for _ in range(5)), return_exceptions=True
+        )
         assert all(isinstance(result, Exception) for result in results), results
     finally:
         await dead.aclose()
