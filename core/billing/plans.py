@@ -113,20 +113,6 @@ class PlanCatalog:
 # --- the file format -----------------------------------------------------------------------
 
 
-class _PlanEntry(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    name: str
-    monthly_price_cents: NonNegativeInt
-    currency: str
-    monthly_images: NonNegativeInt
-    rate_limit: PlanRateLimit
-    max_concurrent_jobs: PositiveInt
-    max_image_pixels: PositiveInt
-    priority: QueuePriority = QueuePriority.STANDARD
-    features: tuple[str, ...] = ()
-    trial_days: NonNegativeInt = 0
-    image_retention_days: PositiveInt = 30
-
-
 class _CatalogFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     format: int
     default_plan: str | None = None
@@ -166,23 +152,25 @@ def parse_catalog(text: str | bytes, *, source: str, base: PlanCatalog | None = 
 
 def _plan_from(code: str, raw: dict[str, Any], source: str) -> Plan:
     where = f"{source}: plans.{code}"
+    if "code" in raw:
+        raise PlanCatalogError(f"{where}: the code is the table's name, not a field")
     try:
-        entry = msgspec.convert(raw, _PlanEntry)
+        plan = msgspec.convert({**raw, "code": code}, Plan)
     except msgspec.ValidationError as error:
         raise PlanCatalogError(f"{where}: {error}".replace(" - at `$.", " - at `")) from None
     if not _CODE.match(code):
         raise PlanCatalogError(
             f"{where}: a plan code is 1-32 of a-z, 0-9, '_' or '-', starting with a letter"
         )
-    if not entry.name.strip() or len(entry.name) > 80:
+    if not plan.name.strip() or len(plan.name) > 80:
         raise PlanCatalogError(f"{where}.name: must be 1-80 characters")
-    if not _CURRENCY.match(entry.currency):
-        raise PlanCatalogError(f"{where}.currency: an ISO 4217 code such as 'USD', got {entry.currency!r}")
-    for feature in entry.features:
+    if not _CURRENCY.match(plan.currency):
+        raise PlanCatalogError(f"{where}.currency: an ISO 4217 code such as 'USD', got {plan.currency!r}")
+    for feature in plan.features:
         if not _FEATURE.match(feature):
             raise PlanCatalogError(f"{where}.features: {feature!r} is not a feature name (a-z, 0-9, '_.:-')")
-    if len(set(entry.features)) != len(entry.features):
+    if len(set(plan.features)) != len(plan.features):
         raise PlanCatalogError(f"{where}.features: listed twice")
-    if entry.rate_limit.burst > entry.rate_limit.requests * 10:
+    if plan.rate_limit.burst > plan.rate_limit.requests * 10:
         raise PlanCatalogError(f"{where}.rate_limit.burst: at most ten times `requests`")
-    return Plan(code=code, **msgspec.structs.asdict(entry))
+    return plan
