@@ -17,7 +17,9 @@ load generator (benchmarks/http_load.py) for every round:
 
 Database work is counted, not assumed: Pictor's `/metrics` is read before and after the measured
 rounds, and the report gives `pictor_db_query_duration_seconds_count` (every SQL statement the
-pool ran) divided by the `/v1/me` requests Pictor answered in between (warm-up included).
+pool ran, by first keyword) divided by the `/v1/me` requests Pictor answered in between (warm-up
+included). A warm request runs none; what shows up is the key's `last_used_at`, written at most
+once a minute per key and process (an UPDATE in its own transaction).
 Results are ratios against the baselines measured in the same run; nothing asserts a time.
 """
 
@@ -81,6 +83,7 @@ _COUNT_LINE = re.compile(
 class Counts:
     queries: float
     me_requests: float
+    by_operation: dict[str, float]
 
 
 def scrape(port: int) -> Counts:
@@ -88,15 +91,19 @@ def scrape(port: int) -> Counts:
     text = _request(port, "GET", "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})[1]
     queries = 0.0
     me = 0.0
+    by_operation: dict[str, float] = {}
     for line in text.splitlines():
         match = _COUNT_LINE.match(line)
         if match is None:
             continue
         if match.group(1) == "pictor_db_query_duration_seconds":
             queries += float(match.group(3))
+            operation = re.search(r'operation="([^"]*)"', match.group(2))
+            name = operation.group(1) if operation else "?"
+            by_operation[name] = by_operation.get(name, 0.0) + float(match.group(3))
         elif match.group(4) == "pictor_http_requests_total" and 'route="/v1/me"' in match.group(5):
             me += float(match.group(6))
-    return Counts(queries=queries, me_requests=me)
+    return Counts(queries=queries, me_requests=me, by_operation=by_operation)
 
 
 def _request(
@@ -152,6 +159,7 @@ class AuthReport:
     summaries: tuple[Summary, ...]
     queries: float
     me_requests: float
+    statements: dict[str, float]  # SQL statements run during the rounds, by first keyword
 
     def _rps(self, target: str, path: str) -> float:
         return next(s.rps for s in self.summaries if s.target == target and s.path == path)
@@ -179,6 +187,11 @@ class AuthReport:
         lines.append(
             f"database: {self.queries:.0f} SQL statements for {self.me_requests:.0f} /v1/me requests"
             f" = {per_request:.6f} per request"
+            + (
+                f" ({', '.join(f'{k} {v:.0f}' for k, v in self.statements.items())})"
+                if self.statements
+                else ""
+            )
         )
         return "\n".join(lines)
 
@@ -190,6 +203,7 @@ class AuthReport:
             "sql_statements": self.queries,
             "me_requests": self.me_requests,
             "sql_per_request": self.queries_per_request,
+            "sql_by_operation": self.statements,
         }
 
 
@@ -248,6 +262,11 @@ def run(*, generator: str, connections: int, duration: float, warmup: float, rou
         summaries=summaries,
         queries=after.queries - before.queries,
         me_requests=after.me_requests - before.me_requests,
+        statements={
+            name: count - before.by_operation.get(name, 0.0)
+            for name, count in after.by_operation.items()
+            if count - before.by_operation.get(name, 0.0) > 0
+        },
     )
 
 
