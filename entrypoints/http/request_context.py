@@ -44,6 +44,10 @@ _DOCS_CSP = (
     b"img-src 'self' data:; frame-ancestors 'none'"
 )
 _HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
+_SECURITY_NAMES = frozenset(name for name, _ in SECURITY_HEADERS)
+_DOCS_SECURITY_HEADERS = tuple(
+    (name, _DOCS_CSP if name == b"content-security-policy" else value) for name, value in SECURITY_HEADERS
+)
 
 
 class RequestContext:
@@ -77,14 +81,13 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = list(message.get("headers", ()))
+                security = _DOCS_SECURITY_HEADERS if is_docs else SECURITY_HEADERS
                 present = {name.lower() for name, _ in headers}
+                if present.isdisjoint(_SECURITY_NAMES):  # the usual case: add them all at once
+                    headers.extend(security)
+                else:  # a route set one of them itself: its own value wins
+                    headers.extend(item for item in security if item[0] not in present)
                 headers.append((b"x-request-id", encoded_id))
-                for name, value in SECURITY_HEADERS:
-                    if name in present:
-                        continue
-                    if name == b"content-security-policy" and is_docs:
-                        value = _DOCS_CSP
-                    headers.append((name, value))
                 if self._hsts:
                     headers.append(_HSTS)
                 for name, value in scope.get(RATE_LIMIT_HEADERS_SCOPE_KEY, ()):
