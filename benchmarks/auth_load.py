@@ -18,8 +18,9 @@ load generator (benchmarks/http_load.py) for every round:
 Database work is counted, not assumed: Pictor's `/metrics` is read before and after the measured
 rounds, and the report gives `pictor_db_query_duration_seconds_count` (every SQL statement the
 pool ran, by first keyword) divided by the `/v1/me` requests Pictor answered in between (warm-up
-included). A warm request runs none; what shows up is the key's `last_used_at`, written at most
-once a minute per key and process (an UPDATE in its own transaction).
+included). A warm request runs none; what shows up is the principal cache's reload when an entry
+expires (two SELECTs per key and process every PICTOR_CACHE_TTL_SECONDS, 30 by default) and the
+key's `last_used_at`, written at most once a minute per key and process (an UPDATE).
 Results are ratios against the baselines measured in the same run; nothing asserts a time.
 """
 
