@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
 
 import svcs
-from litestar import Litestar, Request
+from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.di import NamedDependency, Provide
 from litestar.params import SkipValidation
 from litestar.plugins import InitPlugin
+from litestar.types import Scope
 
 REGISTRY_STATE_KEY = "svcs_registry"
 
@@ -30,8 +30,9 @@ def registry_of(app: Litestar) -> svcs.Registry:
     return registry
 
 
-async def provide_svcs_container(request: Request[Any, Any, Any]) -> AsyncGenerator[svcs.Container, None]:
-    async with svcs.Container(registry_of(request.app)) as container:
+async def provide_svcs_container(scope: Scope) -> AsyncGenerator[svcs.Container, None]:
+    # The ASGI scope, not a Request: Litestar does less to provide it, on every request that asks.
+    async with svcs.Container(registry_of(scope["app"])) as container:
         yield container
 
 
