@@ -1,9 +1,9 @@
 """Resolving an API key to a principal: the work every API-key request does before its handler.
 
-In one group: the baseline is the bare lookup the resolution wraps (a dict lookup by the key's hash
-for the in-memory database); the subject is `Authentication.resolve_api_key` (checksum, SHA-256,
-lookup of key and user in a unit of work, expiry/IP/status checks). Without a principal cache
-(issue 4) this is also the shape of the PostgreSQL path: one unit of work per request.
+In one group: the baseline is a bare dict lookup by the key's hash; the subjects are
+`CredentialResolver.resolve_api_key` on a warm principal cache (SHA-256, one in-process lookup,
+expiry/IP/status checks: the hot path) and with the cache bypassed (as when a process cannot hear
+invalidations: a unit of work per request, the shape of every request before the cache).
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import pytest
 from adapters.memory.clock import ManualClock
 from adapters.memory.database import MemoryDatabase
 from adapters.memory.ids import SequentialIds
+from adapters.memory.invalidation_bus import MemoryInvalidationBus
 from adapters.memory.password_hasher import FastPasswordHasher
-from adapters.memory.rate_limiter import MemoryRateLimiter
 from adapters.memory.session_store import MemorySessionStore
-from core.accounts.authentication import Authentication
+from adapters.near_cache import NearCache
 from core.accounts.context import AccountPolicy, Caller
+from core.accounts.credentials import CredentialResolver
 from core.accounts.key_management import KeyManagement, NewApiKey
 from core.accounts.principal import SESSION_SCOPES, CredentialKind, Principal
 from core.accounts.registration import Registration
@@ -34,7 +35,10 @@ class _NoJobs:
         return None
 
 
-async def _setup() -> tuple[Authentication, str, dict[str, Any]]:
+Subject = tuple[dict[str, CredentialResolver], str, dict[str, Any]]
+
+
+async def _setup() -> Subject:
     database, clock, ids = MemoryDatabase(), ManualClock(), SequentialIds()
     sessions, hasher, policy = MemorySessionStore(), FastPasswordHasher(), AccountPolicy()
     registration = Registration(
@@ -56,10 +60,7 @@ async def _setup() -> tuple[Authentication, str, dict[str, Any]]:
         email_verified=True,
     )
     owner = Principal(
-        user_id=user.id,
-        email=user.email,
-        role=user.role,
-        plan=user.plan,
+        user=user,
         scopes=SESSION_SCOPES,
         credential=CredentialKind.SESSION,
         credential_id="s",
@@ -67,20 +68,23 @@ async def _setup() -> tuple[Authentication, str, dict[str, Any]]:
     created = await KeyManagement(database=database, ids=ids, clock=clock).create(
         owner, NewApiKey(name="bench"), Caller()
     )
-    authentication = Authentication(
-        database=database,
-        sessions=sessions,
-        hasher=hasher,
-        limiter=MemoryRateLimiter(),
-        ids=ids,
-        clock=clock,
-        policy=policy,
-    )
-    return authentication, created.secret, {created.key.key_hash: created.key}
+    deaf = MemoryInvalidationBus()
+    deaf.connected_flag = False
+    resolvers = {
+        "warm": CredentialResolver(
+            database=database, sessions=sessions, principals=NearCache(MemoryInvalidationBus()), clock=clock
+        ),
+        "bypassed": CredentialResolver(
+            database=database, sessions=sessions, principals=NearCache(deaf), clock=clock
+        ),
+    }
+    return resolvers, created.secret, {created.key.key_hash: created.key}
 
 
 @pytest.fixture(scope="module")
-def subject(bench_loop: asyncio.AbstractEventLoop) -> tuple[Authentication, str, dict[str, Any]]:
+def subject(
+    bench_loop: asyncio.AbstractEventLoop,
+) -> tuple[dict[str, CredentialResolver], str, dict[str, Any]]:
     return bench_loop.run_until_complete(_setup())
 
 
@@ -99,12 +103,16 @@ def test_baseline_dict_lookup_by_hash(
 
 
 @pytest.mark.benchmark(group="api key → principal (memory)")
-def test_resolve_api_key(benchmark: Any, bench_loop: asyncio.AbstractEventLoop, subject: Any) -> None:
-    authentication, secret, _ = subject
+@pytest.mark.parametrize("cache", ["warm", "bypassed"])
+def test_resolve_api_key(
+    benchmark: Any, bench_loop: asyncio.AbstractEventLoop, subject: Any, cache: str
+) -> None:
+    resolvers, secret, _ = subject
+    resolver = resolvers[cache]
 
     async def batch() -> None:
         for _ in range(OPERATIONS):
-            principal = await authentication.resolve_api_key(secret, client_ip="127.0.0.1")
+            principal = await resolver.resolve_api_key(secret, client_ip="127.0.0.1")
             assert principal.credential is CredentialKind.API_KEY
 
     benchmark(lambda: bench_loop.run_until_complete(batch()))
