@@ -20,11 +20,14 @@ from core.ports import (
     AuditRepository,
     ChargeRepository,
     Database,
+    GenerationRepository,
+    IdempotencyRepository,
     OutboxRepository,
     PrincipalCache,
     SubscriptionRepository,
     TokenRepository,
     UnitOfWork,
+    UploadRepository,
     UsageRepository,
     UserRepository,
 )
@@ -92,6 +95,18 @@ class InvalidatingUnitOfWork:
     @property
     def usage(self) -> UsageRepository:
         return self._inner.usage
+
+    @property
+    def generations(self) -> GenerationRepository:
+        return self._inner.generations
+
+    @property
+    def uploads(self) -> UploadRepository:
+        return self._inner.uploads
+
+    @property
+    def idempotency(self) -> IdempotencyRepository:
+        return self._inner.idempotency
 
     def __getattr__(self, name: str) -> Any:  # adapter extras (e.g. the connection) pass through
         return getattr(self._inner, name)

@@ -22,6 +22,9 @@ from core.billing.subscriptions import Subscription
 from core.billing.usage import QuotaReservation, ReservationResult, UsagePeriod
 from core.cache_tags import Invalidation
 from core.email import EmailMessage
+from core.generations.generation import Generation, GenerationStatus
+from core.generations.uploads import Upload
+from core.idempotency import IdempotencyRecord
 from core.jobs import JobInfo, JobSpec, QueueStats
 from core.outbox import OutboxMessage
 from core.rate_limit import RateLimit, RateLimitDecision
@@ -479,6 +482,15 @@ class UnitOfWork(Protocol):
     @property
     def usage(self) -> UsageRepository: ...
 
+    @property
+    def generations(self) -> GenerationRepository: ...
+
+    @property
+    def uploads(self) -> UploadRepository: ...
+
+    @property
+    def idempotency(self) -> IdempotencyRepository: ...
+
     async def __aenter__(self) -> Self: ...
 
     async def __aexit__(
@@ -570,4 +582,108 @@ class Database(Protocol):
 
     async def ping(self) -> None:
         """Raise if the database cannot be reached."""
+        ...
+
+
+# --- Generations, uploads and idempotency records (issue 5) ---
+
+
+class GenerationRepository(Protocol):
+    """Generations with their images (the user must exist). Reads for clients go through the
+    owner's id; the worker, the reconciler and retention read by id or by state."""
+
+    async def add(self, generation: Generation) -> None:
+        """Store a new generation. Raises DomainError(conflict) when the id exists."""
+        ...
+
+    async def get_for_user(self, user_id: str, generation_id: str) -> Generation | None:
+        """The user's generation; None when it does not exist or belongs to someone else."""
+        ...
+
+    async def get_for_update(self, generation_id: str) -> Generation | None:
+        """Read the generation and hold its row until the unit of work ends (worker transitions and
+        a concurrent cancel take turns)."""
+        ...
+
+    async def update(self, generation: Generation) -> None:
+        """Replace the stored generation with the same id, images included (its owner, request and
+        `created_at` stay as stored); no-op when absent."""
+        ...
+
+    async def list_for_user(
+        self,
+        user_id: str,
+        *,
+        status: GenerationStatus | None = None,
+        after: str | None = None,
+        limit: int,
+    ) -> list[Generation]:
+        """The user's generations, newest first (ids are time-ordered), after the id `after`, with
+        `status` when given."""
+        ...
+
+    async def list_stuck(self, now: datetime, older_than: timedelta, limit: int) -> list[Generation]:
+        """Queued or running generations not updated since `now - older_than`, least recently
+        updated first: the reconciler re-enqueues those whose job is gone."""
+        ...
+
+    async def list_expired_images(self, before: datetime, limit: int) -> list[Generation]:
+        """Succeeded generations whose images' retention ended by `before` and whose images are not
+        marked expired yet, earliest first."""
+        ...
+
+
+class UploadRepository(Protocol):
+    """Uploaded init images' metadata (the user must exist), read through the owner's id."""
+
+    async def add(self, upload: Upload) -> None:
+        """Raises DomainError(conflict) when the id exists."""
+        ...
+
+    async def get_for_user(self, user_id: str, upload_id: str) -> Upload | None:
+        """The user's upload; None when it does not exist or belongs to someone else."""
+        ...
+
+    async def delete(self, user_id: str, upload_id: str) -> bool:
+        """Remove the user's upload's record; False when they have no such upload."""
+        ...
+
+
+class IdempotencyRepository(Protocol):
+    """Idempotency records per user and key (core.idempotency); the user must exist."""
+
+    async def claim(self, record: IdempotencyRecord) -> IdempotencyRecord | None:
+        """Store the in-progress `record` unless its (user, key) holds a live record; None when
+        stored (this request goes ahead), else the live record (for `core.idempotency.decide`).
+
+        Atomic: of concurrent claims of one key, one is stored and the others get it once it is
+        committed (they wait for it meanwhile, as for a unique index). A record expired by
+        `record.created_at` is replaced.
+        """
+        ...
+
+    async def get(self, user_id: str, key: str) -> IdempotencyRecord | None:
+        """The stored record, live or expired."""
+        ...
+
+    async def complete(
+        self,
+        user_id: str,
+        key: str,
+        *,
+        response_status: int,
+        response_body: bytes,
+        response_headers: tuple[tuple[str, str], ...] = (),
+    ) -> bool:
+        """Record the response of an in-progress record; False when there is none in progress."""
+        ...
+
+    async def release(self, user_id: str, key: str) -> bool:
+        """Drop an in-progress record (its request failed, so a retry may run); False when there
+        was none in progress. Completed records stay until they expire."""
+        ...
+
+    async def delete_expired(self, now: datetime, limit: int = 1000) -> int:
+        """Remove up to `limit` records expired by `now` (a maintenance job calls it); returns how
+        many."""
         ...

@@ -6,9 +6,9 @@ leaving without `commit()` discards them; messages a unit of work has claimed or
 locked until it ends, so other claimers skip them (`FOR UPDATE SKIP LOCKED`) and other updaters wait
 for them; positions come from a sequence that never goes back, even across rollbacks.
 
-The account and billing repositories (`adapters.memory.accounts`, `adapters.memory.billing`, on
-`adapters.memory.tables`) follow the same rules; a commit makes the outbox's, the account tables'
-and the billing tables' writes visible together.
+The account, billing and generation repositories (`adapters.memory.accounts`,
+`adapters.memory.billing`, `adapters.memory.generations`, on `adapters.memory.tables`) follow the
+same rules; a commit makes the outbox's and every table's writes visible together.
 """
 
 from __future__ import annotations
@@ -35,6 +35,13 @@ from adapters.memory.billing import (
     MemoryUsageRepository,
     billing_repositories,
 )
+from adapters.memory.generations import (
+    GenerationTables,
+    MemoryGenerationRepository,
+    MemoryIdempotencyRepository,
+    MemoryUploadRepository,
+    generation_repositories,
+)
 from adapters.memory.tables import Locks, Transaction
 from core.accounts.api_keys import ApiKey
 from core.accounts.audit import AuditRecord
@@ -44,6 +51,7 @@ from core.billing.charges import Charge
 from core.billing.subscriptions import Subscription
 from core.billing.usage import QuotaReservation, UsagePeriod
 from core.errors import DomainError, ErrorCode
+from core.generations.generation import Generation
 from core.outbox import OutboxMessage
 
 
@@ -84,10 +92,11 @@ class MemoryDatabase:
         self._outbox = _OutboxTable()
         self._accounts = AccountTables()
         self._billing = BillingTables()
+        self._generations = GenerationTables()
         self._locks = Locks()
 
     def unit_of_work(self) -> MemoryUnitOfWork:
-        return MemoryUnitOfWork(self._outbox, self._accounts, self._billing, self._locks)
+        return MemoryUnitOfWork(self._outbox, self._accounts, self._billing, self._generations, self._locks)
 
     async def ping(self) -> None:
         return None
@@ -125,6 +134,10 @@ class MemoryDatabase:
         periods = self._billing.usage_periods.rows
         return [periods[key] for key in sorted(periods)]
 
+    def committed_generations(self) -> list[Generation]:
+        """Every committed generation, oldest first (for tests' assertions)."""
+        return sorted(self._generations.generations.rows.values(), key=lambda generation: generation.id)
+
     def committed_reservations(self) -> list[QuotaReservation]:
         """Every committed quota reservation, ended or not, by id (for tests' assertions)."""
         return sorted(self._billing.reservations.rows.values(), key=lambda reservation: reservation.id)
@@ -134,7 +147,12 @@ class MemoryUnitOfWork:
     """Implements `core.ports.UnitOfWork` in memory; finished after `commit()` or `rollback()`."""
 
     def __init__(
-        self, table: _OutboxTable, accounts: AccountTables, billing: BillingTables, locks: Locks
+        self,
+        table: _OutboxTable,
+        accounts: AccountTables,
+        billing: BillingTables,
+        generations: GenerationTables,
+        locks: Locks,
     ) -> None:
         self._table = table
         self._transaction = Transaction(locks)
@@ -148,6 +166,9 @@ class MemoryUnitOfWork:
         self._audit = MemoryAuditRepository(self._transaction.view(accounts.audit))
         self._subscriptions, self._charges, self._usage = billing_repositories(
             self._transaction, billing, users
+        )
+        self._generations, self._uploads, self._idempotency = generation_repositories(
+            self._transaction, generations, users
         )
 
     @property
@@ -177,6 +198,18 @@ class MemoryUnitOfWork:
     @property
     def usage(self) -> MemoryUsageRepository:
         return self._usage
+
+    @property
+    def generations(self) -> MemoryGenerationRepository:
+        return self._generations
+
+    @property
+    def uploads(self) -> MemoryUploadRepository:
+        return self._uploads
+
+    @property
+    def idempotency(self) -> MemoryIdempotencyRepository:
+        return self._idempotency
 
     def require_active(self) -> None:
         self._transaction.require_active()

@@ -1,7 +1,8 @@
 """The persistence port on PostgreSQL: units of work over a psycopg pool, and the outbox table.
 
 The account repositories live in `adapters.postgres.accounts`, the billing ones in
-`adapters.postgres.billing`; the unit of work hands them out.
+`adapters.postgres.billing`, the generation, upload and idempotency ones in
+`adapters.postgres.generations`; the unit of work hands them out.
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ from adapters.postgres.billing import (
     PostgresChargeRepository,
     PostgresSubscriptionRepository,
     PostgresUsageRepository,
+)
+from adapters.postgres.generations import (
+    PostgresGenerationRepository,
+    PostgresIdempotencyRepository,
+    PostgresUploadRepository,
 )
 from adapters.postgres.pool import PostgresPool
 from core.errors import DomainError, ErrorCode
@@ -80,6 +86,9 @@ class PostgresUnitOfWork:
         self._subscriptions = PostgresSubscriptionRepository(self)
         self._charges = PostgresChargeRepository(self)
         self._usage = PostgresUsageRepository(self)
+        self._generations = PostgresGenerationRepository(self)
+        self._uploads = PostgresUploadRepository(self)
+        self._idempotency = PostgresIdempotencyRepository(self)
 
     @property
     def users(self) -> PostgresUserRepository:
@@ -108,6 +117,18 @@ class PostgresUnitOfWork:
     @property
     def usage(self) -> PostgresUsageRepository:
         return self._usage
+
+    @property
+    def generations(self) -> PostgresGenerationRepository:
+        return self._generations
+
+    @property
+    def uploads(self) -> PostgresUploadRepository:
+        return self._uploads
+
+    @property
+    def idempotency(self) -> PostgresIdempotencyRepository:
+        return self._idempotency
 
     @property
     def connection(self) -> AsyncConnection[Any]:
