@@ -28,6 +28,7 @@ from core.idempotency import IdempotencyRecord
 from core.jobs import JobInfo, JobSpec, QueueStats
 from core.outbox import OutboxMessage
 from core.rate_limit import RateLimit, RateLimitDecision
+from core.rendering import RenderedImage, RenderRequest
 from core.secrets import SecretVersion
 from core.storage import Blob, BlobInfo, SignedUrl
 
@@ -582,6 +583,38 @@ class Database(Protocol):
 
     async def ping(self) -> None:
         """Raise if the database cannot be reached."""
+        ...
+
+
+# --- Rendering (issue 5) ---
+
+
+class ImageRenderer(Protocol):
+    """Draws images from a prompt: the built-in procedural renderer, an HTTP image server, a fake.
+
+    Renders are deterministic for a given request (core.rendering), work in `request.steps` steps
+    and never block the event loop.
+    """
+
+    async def render(
+        self,
+        request: RenderRequest,
+        *,
+        n: int,
+        on_progress: Callable[[float], Awaitable[None]] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[RenderedImage]:
+        """`n` images, indexed 0..n-1, in index order.
+
+        `on_progress` gets a fraction in [0, 1] after each step, never decreasing, ending at 1.0.
+        `should_stop` is asked before each step: once it is true the render stops there and raises
+        `RenderCanceled`. Failures raise `RenderFailed` (whose `retryable` guides the job's retries);
+        a request no renderer should attempt (absurd size or count) raises ValueError.
+        """
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the renderer cannot render now (workers gone, server unreachable)."""
         ...
 
 

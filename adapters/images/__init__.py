@@ -1,0 +1,1 @@
+"""Images users send: format, size and pixel checks and metadata stripping, with Pillow."""

@@ -1,0 +1,1 @@
+"""Image renderers (the ImageRenderer port): the built-in procedural renderer."""
