@@ -48,7 +48,7 @@ from core.rendering import (
 
 ALGORITHM: Final = "pictor-procedural/1"  # part of every fingerprint: change it when the art changes
 LAYERS: Final = 18  # layer 0 is the base; the others are spread over the steps
-DEFAULT_PNG_COMPRESS_LEVEL: Final = 1  # zlib level 1: several times faster than 6, a little larger
+DEFAULT_PNG_COMPRESS_LEVEL: Final = 1  # 0 stores the pixels uncompressed; 1-9 (Huffman-only) cost alike
 INIT_IMAGE_LIMITS: Final = ImageLimits(max_bytes=32 * 1024 * 1024, max_pixels=MAX_PIXELS)
 
 Canvas = npt.NDArray[np.float32]  # 3 x height x width (planar: blends run on long contiguous rows), in [0, 1]
@@ -119,7 +119,10 @@ def draw_step(plan: ImagePlan, canvas: Canvas | None, step: int, init_image: byt
 def render_png(
     request: RenderRequest, index: int = 0, *, png_compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL
 ) -> bytes:
-    """Image `index` drawn start to end in this process (benchmarks and tests; the renderer uses the pool)."""
+    """Image `index` drawn start to end in this process (benchmarks and tests; the renderer uses the pool).
+
+    Not thread-safe: drawing reuses per-size scratch buffers, one set per process.
+    """
     check_render_request(request, index + 1)
     plan = plan_image(request, index, png_compress_level=png_compress_level)
     canvas: Canvas | bytes | None = None
