@@ -607,7 +607,8 @@ async def test_migrating_gives_every_existing_user_an_active_subscription_on_the
     try:
         db = PostgresDatabase(pool)
         await add_users(db, free, pro)
-        assert await apply_migrations(backend_url) == ["0004_billing"]
+        through_billing = [migration for migration in load_migrations() if migration.version <= 4]
+        assert await apply_migrations(backend_url, migrations=through_billing) == ["0004_billing"]
         async with pool.connection() as conn:
             cursor = await conn.execute("SELECT now()")
             row = await cursor.fetchone()
