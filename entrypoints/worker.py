@@ -22,6 +22,7 @@ from core.ports import Clock, Database, Ids, JobContext, JobHandler, JobQueue, M
 from core.use_cases.publish_outbox import publish_outbox_backlog
 from entrypoints.correlation import correlation_id_var
 from entrypoints.event_handlers import EVENT_HANDLERS
+from entrypoints.heap import settle_heap
 from entrypoints.settings import Settings
 from entrypoints.use_cases import subscriptions_from
 from entrypoints.wiring import UnusableConfiguration, service_registry
@@ -126,6 +127,7 @@ async def run_worker(settings: Settings, *, queues: Sequence[str] | None = None)
         loop.add_signal_handler(signum, stop.set)
     async with service_registry(settings) as registry:
         worker = await start_worker(registry, settings, served)
+        settle_heap()
         try:
             await stop.wait()
             log.info("worker stopping: finishing running jobs")
