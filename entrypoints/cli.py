@@ -23,6 +23,7 @@ import svcs
 
 from adapters.postgres.migrations import MigrationError
 from core.errors import DomainError
+from entrypoints.generation_policy import load_prompt_policy
 from entrypoints.http.shutdown import DRAIN_FILE_VARIABLE, die_with_parent
 from entrypoints.plan_catalog import load_plan_catalog
 from entrypoints.settings import (
@@ -46,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.environ = load_environment()
         settings = settings_from_mapping(args.environ)
         args.plans = load_plan_catalog(settings)  # a broken PICTOR_PLANS_FILE stops every command
+        load_prompt_policy(settings)  # so does an unreadable PICTOR_BLOCKED_TERMS_FILE
     except SettingsError as error:
         print(f"pictor: configuration error: {error}", file=sys.stderr)
         return 2

@@ -89,6 +89,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     mail_from: str = "Pictor <no-reply@localhost>"
     app_url: str | None = None  # where links in emails point (the web app); default: base URL
 
+    # Generations.
+    render_workers: int = 1  # processes of the built-in renderer, per worker process
+    render_steps: int = 8  # refinement steps per image (progress is reported after each)
+    generation_wait_max_seconds: int = 60  # longest `Prefer: wait=N` (and the OpenAI endpoint's wait)
+    blocked_terms_file: str | None = None  # prompts containing any of its terms are refused
+    upload_max_bytes: int = 10 * 1024 * 1024
+    upload_max_pixels: int = 4096 * 4096
+
     # Worker. None: run one inside `pictor serve` only when the queue is embedded or in memory.
     embedded_worker: bool | None = None
     worker_concurrency: int = 10
@@ -185,6 +193,11 @@ def _check_settings(s: Settings) -> None:
             f"and at most {PREFIX}SESSION_ABSOLUTE_LIFETIME_SECONDS"
         )
     positive = (
+        "render_workers",
+        "render_steps",
+        "generation_wait_max_seconds",
+        "upload_max_bytes",
+        "upload_max_pixels",
         "http_workers",
         "db_pool_acquire_timeout",
         "db_statement_timeout_ms",

@@ -42,6 +42,8 @@ from core.accounts.context import AccountPolicy
 from core.accounts.credentials import CredentialResolver
 from core.billing.plans import PlanCatalog
 from core.circuit_breaker import CircuitBreaker
+from core.generations.prompt_policy import PromptPolicy
+from core.images import ImageLimits
 from core.ports import (
     BlobStore,
     Cache,
@@ -60,6 +62,7 @@ from core.ports import (
     SignedLinks,
 )
 from core.secrets import METRICS_TOKEN, URL_SIGNING_KEY
+from entrypoints.generation_policy import load_prompt_policy, upload_limits
 from entrypoints.plan_catalog import load_plan_catalog
 from entrypoints.settings import Settings, load_environment
 
@@ -208,6 +211,8 @@ async def _register_all(
     registry.register_value(Secrets, secrets, ping=_secrets_ping(settings))
 
     registry.register_value(PlanCatalog, load_plan_catalog(settings))
+    registry.register_value(PromptPolicy, load_prompt_policy(settings))
+    registry.register_value(ImageLimits, upload_limits(settings))
     database, pool = await _open_database(registry, settings, database_url, check_migrations)
     valkey = _open_valkey(registry, settings)
     principals = _principal_cache(registry, settings, pool, valkey)
