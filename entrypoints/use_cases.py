@@ -3,6 +3,8 @@ ports each needs, shared by the HTTP routes, the CLI and the tests."""
 
 from __future__ import annotations
 
+import asyncio
+
 import svcs
 
 from core.accounts.context import AccountPolicy
@@ -10,6 +12,8 @@ from core.accounts.registration import Registration
 from core.billing.plans import PlanCatalog
 from core.billing.quotas import Quotas
 from core.billing.subscription_management import Subscriptions
+from core.generations.prompt_policy import PromptPolicy
+from core.generations.service import Generations
 from core.ports import (
     Clock,
     Database,
@@ -20,6 +24,7 @@ from core.ports import (
     PrincipalCache,
     SessionStore,
 )
+from entrypoints.settings import Settings
 
 
 async def registration_from(container: svcs.Container) -> Registration:
@@ -50,3 +55,20 @@ async def subscriptions_from(container: svcs.Container) -> Subscriptions:
 async def quotas_from(container: svcs.Container) -> Quotas:
     database, catalog, ids, clock = await container.aget(Database, PlanCatalog, Ids, Clock)
     return Quotas(database=database, catalog=catalog, ids=ids, clock=clock)
+
+
+async def generations_from(container: svcs.Container) -> Generations:
+    database, catalog, jobs, policy, ids, clock, settings = await container.aget(
+        Database, PlanCatalog, JobQueue, PromptPolicy, Ids, Clock, Settings
+    )
+    return Generations(
+        database=database,
+        catalog=catalog,
+        quotas=Quotas(database=database, catalog=catalog, ids=ids, clock=clock),
+        jobs=jobs,
+        policy=policy,
+        ids=ids,
+        clock=clock,
+        steps=settings.render_steps,
+        sleep=asyncio.sleep,
+    )
