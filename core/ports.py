@@ -25,6 +25,7 @@ from core.email import EmailMessage
 from core.generations.generation import Generation, GenerationStatus
 from core.generations.uploads import Upload
 from core.idempotency import IdempotencyRecord
+from core.images import ImageFacts, ImageLimits
 from core.jobs import JobInfo, JobSpec, QueueStats
 from core.outbox import OutboxMessage
 from core.rate_limit import RateLimit, RateLimitDecision
@@ -719,4 +720,18 @@ class IdempotencyRepository(Protocol):
     async def delete_expired(self, now: datetime, limit: int = 1000) -> int:
         """Remove up to `limit` records expired by `now` (a maintenance job calls it); returns how
         many."""
+        ...
+
+
+# --- Upload inspection (issue 5) ---
+
+
+class ImageInspector(Protocol):
+    """Checks an image a user sent and cleans it (Pillow in a thread, or a fake)."""
+
+    async def inspect_and_clean(self, data: bytes, limits: ImageLimits) -> tuple[bytes, ImageFacts]:
+        """The image re-encoded in its own format without metadata (EXIF orientation applied to
+        the pixels), and the facts of those clean bytes. Raises DomainError: unsupported_media_type
+        (not PNG, JPEG or WebP by content), payload_too_large (over the byte or pixel limit, pixels
+        judged before decoding), validation_failed (empty, truncated or corrupt)."""
         ...

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import svcs
 
+from adapters.images.inspector import PillowImageInspector
 from adapters.invalidating_database import InvalidatingDatabase
 from adapters.mail.console import ConsoleMailer
 from adapters.mail.smtp import smtp_mailer_from_url
@@ -50,6 +51,7 @@ from core.ports import (
     Clock,
     Database,
     Ids,
+    ImageInspector,
     InvalidationBus,
     JobQueue,
     Mailer,
@@ -213,6 +215,7 @@ async def _register_all(
     registry.register_value(PlanCatalog, load_plan_catalog(settings))
     registry.register_value(PromptPolicy, load_prompt_policy(settings))
     registry.register_value(ImageLimits, upload_limits(settings))
+    registry.register_value(ImageInspector, PillowImageInspector())
     database, pool = await _open_database(registry, settings, database_url, check_migrations)
     valkey = _open_valkey(registry, settings)
     principals = _principal_cache(registry, settings, pool, valkey)

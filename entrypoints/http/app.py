@@ -17,6 +17,7 @@ from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 from swagger_ui_bundle import swagger_ui_path
 
+from entrypoints.generation_policy import upload_limits
 from entrypoints.http.auth import require_json_bodies
 from entrypoints.http.problems import problem_details_plugin
 from entrypoints.http.request_context import RequestContext
@@ -29,6 +30,7 @@ from entrypoints.http.routes.health import live, ready
 from entrypoints.http.routes.metrics import MetricsController
 from entrypoints.http.routes.plans import list_plans
 from entrypoints.http.routes.problem_types import get_problem_type, list_problem_types
+from entrypoints.http.routes.uploads import uploads_router
 from entrypoints.http.shutdown import ShutdownState
 from entrypoints.http.svcs_plugin import SvcsPlugin
 from entrypoints.settings import Settings
@@ -108,6 +110,7 @@ def create_app(
             list_plans,
             SubscriptionController,
             get_usage,
+            uploads_router(upload_limits(settings)),
             list_problem_types,
             get_problem_type,
             docs,

@@ -145,6 +145,10 @@ async def require_json_bodies(request: Request[Any, Any, Any]) -> None:
     if not has_body:
         return
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    # Uploads are multipart; only with an Authorization header, which a cross-site form cannot set.
+    is_upload = request.url.path == "/v1/uploads" and "authorization" in request.headers
+    if media_type == "multipart/form-data" and is_upload:
+        return
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise DomainError(
             ErrorCode.UNSUPPORTED_MEDIA_TYPE,
