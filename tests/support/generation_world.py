@@ -100,6 +100,12 @@ class GenerationWorld:
             user=user, scopes=SESSION_SCOPES, credential=CredentialKind.SESSION, credential_id="s1"
         )
 
+    async def principal_of(self, generation: Generation) -> Principal:
+        [user] = [u for u in self.database.committed_users() if u.id == generation.user_id]
+        return Principal(
+            user=user, scopes=SESSION_SCOPES, credential=CredentialKind.SESSION, credential_id="s1"
+        )
+
     async def upload(self, owner: Principal) -> Upload:
         upload_id = self.ids.new_id()
         upload = Upload(
