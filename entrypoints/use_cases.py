@@ -12,12 +12,16 @@ from core.accounts.registration import Registration
 from core.billing.plans import PlanCatalog
 from core.billing.quotas import Quotas
 from core.billing.subscription_management import Subscriptions
+from core.generations.maintenance import GenerationMaintenance
 from core.generations.prompt_policy import PromptPolicy
-from core.generations.service import Generations
+from core.generations.rendering_job import RenderGeneration
+from core.generations.service import RENDER_ATTEMPTS, Generations
 from core.ports import (
+    BlobStore,
     Clock,
     Database,
     Ids,
+    ImageRenderer,
     JobQueue,
     PasswordBlocklist,
     PasswordHasher,
@@ -71,4 +75,29 @@ async def generations_from(container: svcs.Container) -> Generations:
         clock=clock,
         steps=settings.render_steps,
         sleep=asyncio.sleep,
+    )
+
+
+async def render_job_from(container: svcs.Container) -> RenderGeneration:
+    """The render job's use case; the worker registers the ImageRenderer (the API has none)."""
+    database, renderer, blobs, ids, clock, settings = await container.aget(
+        Database, ImageRenderer, BlobStore, Ids, Clock, Settings
+    )
+    return RenderGeneration(
+        database=database,
+        renderer=renderer,
+        blobs=blobs,
+        ids=ids,
+        clock=clock,
+        max_attempts=RENDER_ATTEMPTS,
+        steps=settings.render_steps,
+    )
+
+
+async def generation_maintenance_from(container: svcs.Container) -> GenerationMaintenance:
+    database, jobs, blobs, clock, settings = await container.aget(
+        Database, JobQueue, BlobStore, Clock, Settings
+    )
+    return GenerationMaintenance(
+        database=database, jobs=jobs, blobs=blobs, clock=clock, steps=settings.render_steps
     )

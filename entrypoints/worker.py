@@ -16,15 +16,28 @@ import svcs
 
 from adapters.queue.conventions import CronJob
 from adapters.queue.factory import JobWorker, job_worker_for
+from adapters.rendering.procedural import ProceduralRenderer
 from core.accounts.registration import SEND_PASSWORD_RESET_EMAIL, SEND_VERIFICATION_EMAIL, EmailJobs
+from core.generations.service import RENDER_GENERATION
 from core.jobs import MAINTENANCE, QUEUES
-from core.ports import Clock, Database, Ids, JobContext, JobHandler, JobQueue, Mailer, SessionStore
+from core.ports import (
+    Clock,
+    Database,
+    Ids,
+    ImageRenderer,
+    JobContext,
+    JobHandler,
+    JobQueue,
+    Mailer,
+    SessionStore,
+)
 from core.use_cases.publish_outbox import publish_outbox_backlog
 from entrypoints.correlation import correlation_id_var
 from entrypoints.event_handlers import EVENT_HANDLERS
+from entrypoints.generation_metrics import observe_render_outcome
 from entrypoints.heap import settle_heap
 from entrypoints.settings import Settings
-from entrypoints.use_cases import subscriptions_from
+from entrypoints.use_cases import generation_maintenance_from, render_job_from, subscriptions_from
 from entrypoints.wiring import UnusableConfiguration, service_registry
 
 log = logging.getLogger("pictor.worker")
@@ -34,6 +47,8 @@ MAINTENANCE_JOBS: tuple[CronJob, ...] = (
     CronJob(function="publish_outbox", cron="* * * * *", queue=MAINTENANCE, timeout_seconds=55),
     CronJob(function="delete_expired_sessions", cron="17 * * * *", queue=MAINTENANCE, timeout_seconds=300),
     CronJob(function="roll_over_subscriptions", cron="* * * * *", queue=MAINTENANCE, timeout_seconds=55),
+    CronJob(function="reconcile_generations", cron="* * * * *", queue=MAINTENANCE, timeout_seconds=55),
+    CronJob(function="expire_generation_images", cron="41 * * * *", queue=MAINTENANCE, timeout_seconds=900),
 )
 
 
@@ -79,8 +94,24 @@ def job_handlers(registry: svcs.Registry) -> dict[str, JobHandler]:
         subscriptions = await subscriptions_from(container)
         return {"rolled": await subscriptions.roll_over(between_batches=ctx.heartbeat)}
 
+    async def render_generation(container: svcs.Container, ctx: JobContext, generation_id: str) -> Any:
+        outcome = await (await render_job_from(container)).run(ctx, generation_id)
+        observe_render_outcome(outcome)
+        return outcome
+
+    async def reconcile_generations(container: svcs.Container, ctx: JobContext) -> dict[str, int]:
+        maintenance = await generation_maintenance_from(container)
+        return {"enqueued": await maintenance.reconcile()}
+
+    async def expire_generation_images(container: svcs.Container, ctx: JobContext) -> dict[str, int]:
+        maintenance = await generation_maintenance_from(container)
+        return {"expired": await maintenance.expire_images(between_batches=ctx.heartbeat)}
+
     return {
         "publish_outbox": with_services(publish_outbox_job),
+        RENDER_GENERATION: with_services(render_generation),
+        "reconcile_generations": with_services(reconcile_generations),
+        "expire_generation_images": with_services(expire_generation_images),
         "roll_over_subscriptions": with_services(roll_over_subscriptions),
         "delete_expired_sessions": with_services(delete_expired_sessions),
         SEND_VERIFICATION_EMAIL: with_services(send_verification_email),
@@ -96,10 +127,33 @@ def served_queues(queues: Sequence[str] | None) -> list[str]:
     return served
 
 
+class _RenderingWorker:
+    """A JobWorker that shuts the renderer it started down once its jobs have stopped."""
+
+    def __init__(self, worker: JobWorker, renderer: ProceduralRenderer) -> None:
+        self._worker = worker
+        self._renderer = renderer
+
+    async def start(self) -> None:
+        await self._worker.start()
+
+    async def stop(self) -> None:
+        try:
+            await self._worker.stop()
+        finally:
+            await self._renderer.aclose()
+
+
 async def start_worker(registry: svcs.Registry, settings: Settings, queues: Sequence[str]) -> JobWorker:
+    """Start serving `queues`. Only workers render: the built-in renderer's processes start here
+    (unless the registry has an ImageRenderer already, as tests give it) and stop with the worker."""
     async with svcs.Container(registry) as container:
         job_queue: Any = await container.aget(JobQueue)
-    worker = job_worker_for(
+    renderer: ProceduralRenderer | None = None
+    if ImageRenderer not in registry:
+        renderer = ProceduralRenderer(workers=settings.render_workers)
+        registry.register_value(ImageRenderer, renderer)
+    worker: JobWorker = job_worker_for(
         job_queue,
         queues=queues,
         handlers=job_handlers(registry),
@@ -107,6 +161,8 @@ async def start_worker(registry: svcs.Registry, settings: Settings, queues: Sequ
         cron_jobs=[job for job in MAINTENANCE_JOBS if job.queue in queues],
         shutdown_grace_seconds=settings.job_shutdown_grace_seconds,
     )
+    if renderer is not None:
+        worker = _RenderingWorker(worker, renderer)
     await worker.start()
     log.info("worker started", extra={"queues": list(queues), "concurrency": settings.worker_concurrency})
     return worker

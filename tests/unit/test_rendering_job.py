@@ -5,14 +5,20 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
 
 import msgspec
 import pytest
+import svcs
+from prometheus_client import REGISTRY
 
 from adapters.memory.blob_store import MemoryBlobStore
 from adapters.memory.renderer import MemoryImageRenderer, flat_png
 from adapters.memory.secrets import MemorySecrets
-from adapters.storage.link_signer import URL_SIGNING_KEY, LinkSigner
+from adapters.rendering.procedural import ProceduralRenderer
+from adapters.storage.link_signer import LinkSigner
+from core.accounts.principal import SESSION_SCOPES, CredentialKind, Principal
+from core.accounts.users import Role, User, UserStatus
 from core.billing.usage import ReservationStatus
 from core.errors import BlobNotFound
 from core.generations import generation as lifecycle
@@ -25,10 +31,17 @@ from core.generations.rendering_job import (
     RenderGeneration,
 )
 from core.generations.requests import GenerationRequest
-from core.generations.service import GENERATION_FAILED, GENERATION_SUCCEEDED
+from core.generations.service import GENERATION_FAILED, GENERATION_SUCCEEDED, RENDER_GENERATION
 from core.generations.uploads import generation_image_key
 from core.jobs import GENERATION, JobState
+from core.ports import BlobStore, Clock, Database, Ids, ImageRenderer
 from core.rendering import RenderFailed
+from core.secrets import URL_SIGNING_KEY
+from entrypoints.generation_metrics import observe_render_outcome
+from entrypoints.settings import settings_from_mapping
+from entrypoints.use_cases import generations_from
+from entrypoints.wiring import service_registry
+from entrypoints.worker import MAINTENANCE_JOBS, job_handlers, served_queues, start_worker
 from tests.support.generation_world import STEPS, GenerationWorld
 
 MAX_ATTEMPTS = 3
@@ -287,3 +300,98 @@ async def test_retention_deletes_the_images_and_marks_the_generation(world: JobW
         with pytest.raises(BlobNotFound):
             await world.blobs.get(image.blob_key)
     assert await world.maintenance.expire_images() == 0
+
+
+# --- the worker: job functions and renderer lifecycle, on the in-memory wiring ----------------
+
+ENVIRON = {
+    "PICTOR_DATABASE_URL": "memory://",
+    "PICTOR_VALKEY_URL": "memory://",
+    "PICTOR_STORAGE_URL": "memory://",
+    "PICTOR_QUEUE_URL": "memory://",
+    "PICTOR_SMTP_URL": "memory://",
+    "PICTOR_SECRET_URL_SIGNING_KEY": "k",
+    "PICTOR_RENDER_STEPS": "3",
+}
+
+
+async def _principal_in(container: svcs.Container) -> Principal:
+    database, ids, clock = await container.aget(Database, Ids, Clock)
+    now = clock.now()
+    user = User(
+        id=ids.new_id(),
+        email="wes@example.com",
+        email_normalized="wes@example.com",
+        display_name=None,
+        role=Role.USER,
+        status=UserStatus.ACTIVE,
+        email_verified=True,
+        password_hash="x",
+        plan="free",
+        created_at=now,
+        updated_at=now,
+    )
+    async with database.unit_of_work() as uow:
+        await uow.users.add(user)
+        await uow.commit()
+    return Principal(user=user, scopes=SESSION_SCOPES, credential=CredentialKind.SESSION, credential_id="s")
+
+
+async def test_the_worker_renders_an_accepted_generation_with_the_built_in_renderer(tmp_path: Path) -> None:
+    settings = settings_from_mapping({**ENVIRON, "PICTOR_DATA_DIR": str(tmp_path)})
+    async with service_registry(settings, environ=ENVIRON) as registry:
+        assert ImageRenderer not in registry  # the API's registry renders nothing
+        async with svcs.Container(registry) as container:
+            owner = await _principal_in(container)
+            generations = await generations_from(container)
+            blobs = await container.aget(BlobStore)
+            accepted = await generations.accept(owner, GenerationRequest(prompt="tide pools", size="256x256"))
+        worker = await start_worker(registry, settings, served_queues(None))
+        try:
+            async with svcs.Container(registry) as container:
+                renderer = await container.aget(ImageRenderer)
+            assert isinstance(renderer, ProceduralRenderer)
+            done = await generations.wait(owner, accepted.id, timeout_seconds=60)
+        finally:
+            await worker.stop()
+        assert done.status is GenerationStatus.SUCCEEDED, done.error_message
+        [image] = done.images
+        blob = await blobs.get(image.blob_key)
+        assert hashlib.sha256(blob.data).hexdigest() == image.sha256 and blob.data[:4] == b"\x89PNG"
+        with pytest.raises(RenderFailed):  # stopped with the worker
+            await renderer.ping()
+
+
+async def test_every_generation_job_has_a_handler(tmp_path: Path) -> None:
+    settings = settings_from_mapping({**ENVIRON, "PICTOR_DATA_DIR": str(tmp_path)})
+    async with service_registry(settings, environ=ENVIRON) as registry:
+        handlers = job_handlers(registry)
+    crons = {job.function for job in MAINTENANCE_JOBS}
+    assert {"reconcile_generations", "expire_generation_images"} <= crons <= set(handlers)
+    assert RENDER_GENERATION in handlers
+
+
+def test_render_outcomes_become_metrics_once_per_ending() -> None:
+    def sample(name: str, labels: dict[str, str] | None = None) -> float:
+        return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+    before = (
+        sample("pictor_generations_total", {"status": "succeeded"}),
+        sample("pictor_generations_total", {"status": "failed"}),
+        sample("pictor_images_stored_total"),
+        sample("pictor_images_stored_bytes_total"),
+        sample("pictor_generation_queue_wait_seconds_count"),
+    )
+    observe_render_outcome(
+        {"status": "succeeded", "images": 2, "bytes": 300, "render_seconds": 0.2, "queue_wait_seconds": 1.5}
+    )
+    observe_render_outcome({"status": "failed", "error_code": "renderer_unavailable"})
+    observe_render_outcome({"status": "succeeded"})  # a re-run of a finished job: counts nothing
+    after = (
+        sample("pictor_generations_total", {"status": "succeeded"}),
+        sample("pictor_generations_total", {"status": "failed"}),
+        sample("pictor_images_stored_total"),
+        sample("pictor_images_stored_bytes_total"),
+        sample("pictor_generation_queue_wait_seconds_count"),
+    )
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 2, 300, 1]
