@@ -19,3 +19,4 @@ class SecretVersion(msgspec.Struct, frozen=True, kw_only=True):
 # Names of the secrets Pictor itself uses; operators provide them or the embedded default makes them.
 URL_SIGNING_KEY = "url_signing_key"
 METRICS_TOKEN = "metrics_token"
+RENDERER_API_KEY = "renderer_api_key"  # bearer token for PICTOR_RENDERER_URL, when it needs one

@@ -37,6 +37,7 @@ _SCHEMES: dict[str, frozenset[str]] = {
     "storage_url": frozenset({"s3", "gs", "az", "file", "memory"}),
     "queue_url": frozenset({"redis", "rediss", "valkey", "valkeys", "postgresql", "postgres", "memory"}),
     "smtp_url": frozenset({"smtp", "smtps", "memory", "console"}),
+    "renderer_url": frozenset({"http", "https"}),
 }
 
 SECRET_FIELDS = frozenset({"metrics_token", "s3_secret_access_key"})
@@ -90,6 +91,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     app_url: str | None = None  # where links in emails point (the web app); default: base URL
 
     # Generations.
+    renderer_url: str | None = None  # an OpenAI-compatible image server; unset: the built-in renderer
+    renderer_model: str = "gpt-image-1"  # the model asked of that server
+    renderer_timeout_seconds: float = 120.0  # one image request to that server
     render_workers: int = 1  # processes of the built-in renderer, per worker process
     render_steps: int = 8  # refinement steps per image (progress is reported after each)
     generation_wait_max_seconds: int = 60  # longest `Prefer: wait=N` (and the OpenAI endpoint's wait)
@@ -193,6 +197,7 @@ def _check_settings(s: Settings) -> None:
             f"and at most {PREFIX}SESSION_ABSOLUTE_LIFETIME_SECONDS"
         )
     positive = (
+        "renderer_timeout_seconds",
         "render_workers",
         "render_steps",
         "generation_wait_max_seconds",
