@@ -26,6 +26,7 @@ from entrypoints.http.routes.admin import AdminController
 from entrypoints.http.routes.api_keys import ApiKeysController
 from entrypoints.http.routes.billing import SubscriptionController, get_usage
 from entrypoints.http.routes.files import download_file
+from entrypoints.http.routes.generations import GenerationsController
 from entrypoints.http.routes.health import live, ready
 from entrypoints.http.routes.metrics import MetricsController
 from entrypoints.http.routes.plans import list_plans
@@ -111,6 +112,7 @@ def create_app(
             SubscriptionController,
             get_usage,
             uploads_router(upload_limits(settings)),
+            GenerationsController,
             list_problem_types,
             get_problem_type,
             docs,
