@@ -436,3 +436,37 @@ async def test_events_of_a_finished_generation_end_at_once(client):
     events = sse_events(response.text)
     assert [name for name, _ in events] == ["canceled"]
     assert json.loads(events[0][1])["status"] == "canceled"
+
+
+@pytest.fixture
+async def worker_client(settings, make_app) -> AsyncIterator[AsyncTestClient[Litestar]]:  # type: ignore[no-untyped-def]
+    from entrypoints.http.embedded_worker import embedded_worker_lifespan
+
+    async with AsyncTestClient(
+        app=make_app(extra_lifespans=[embedded_worker_lifespan(settings)])
+    ) as test_client:
+        yield test_client
+
+
+async def test_with_the_embedded_worker_a_generation_renders_and_downloads(worker_client):
+    """End to end in one process: the real render job and renderer, through the memory queue."""
+    client = worker_client
+    ada = await user(client)
+    response = await client.post(
+        "/v1/generations",
+        json={"prompt": "a lighthouse at dusk", "size": "256x256", "n": 2, "seed": 7},
+        headers={**ada, "Prefer": "wait=60"},
+    )
+    assert response.status_code == 200, response.text
+    done = response.json()
+    assert done["status"] == "succeeded"
+    for image in done["images"]:
+        link = urlsplit(image["url"])
+        download = await client.get(f"{link.path}?{link.query}")
+        assert download.status_code == 200
+        assert hashlib.sha256(download.content).hexdigest() == image["sha256"]
+        assert len(download.content) == image["bytes"]
+        with Image.open(io.BytesIO(download.content)) as png:
+            assert (png.format, png.size) == ("PNG", (256, 256))
+    events = sse_events((await client.get(f"/v1/generations/{done['id']}/events", headers=ada)).text)
+    assert [name for name, _ in events] == ["succeeded"]
