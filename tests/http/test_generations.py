@@ -470,3 +470,17 @@ async def test_with_the_embedded_worker_a_generation_renders_and_downloads(worke
             assert (png.format, png.size) == ("PNG", (256, 256))
     events = sse_events((await client.get(f"/v1/generations/{done['id']}/events", headers=ada)).text)
     assert [name for name, _ in events] == ["succeeded"]
+
+
+async def test_a_write_only_key_gets_202_without_waiting(client):
+    ada = await user(client)
+    created = await client.post(
+        "/v1/api-keys", json={"name": "writer", "scopes": ["generations:write"]}, headers=ada
+    )
+    writer = bearer(created.json()["key"])
+    response = await client.post(
+        "/v1/generations", json={"prompt": "x", "size": "256x256"}, headers={**writer, "Prefer": "wait=5"}
+    )
+    assert response.status_code == 202, response.text
+    assert "preference-applied" not in response.headers
+    assert len(await created_ids(client, ada)) == 1

@@ -13,6 +13,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from core.accounts.api_keys import Scope
 from core.errors import DomainError, ErrorCode, FieldError
 from core.generations.generation import Generation, GenerationStatus
 from core.generations.requests import GenerationRequest
@@ -175,6 +176,8 @@ class GenerationsController(Controller):
         generations = await generations_from(svcs_container)
         database, clock, blobs, settings = await svcs_container.aget(Database, Clock, BlobStore, Settings)
         wait = requested_wait_seconds(request.headers.get("prefer"), settings.generation_wait_max_seconds)
+        if Scope.GENERATIONS_READ not in principal.scopes:
+            wait = None  # waiting reads the generation; ignore the hint rather than fail after creating
 
         async def create() -> Answer:
             generation = await generations.accept(principal, data)
