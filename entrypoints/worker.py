@@ -16,6 +16,7 @@ import svcs
 
 from adapters.queue.conventions import CronJob
 from adapters.queue.factory import JobWorker, job_worker_for
+from adapters.rendering.http_renderer import OpenAIImageRenderer
 from adapters.rendering.procedural import ProceduralRenderer
 from core.accounts.registration import SEND_PASSWORD_RESET_EMAIL, SEND_VERIFICATION_EMAIL, EmailJobs
 from core.generations.service import RENDER_GENERATION
@@ -29,6 +30,7 @@ from core.ports import (
     JobHandler,
     JobQueue,
     Mailer,
+    Secrets,
     SessionStore,
 )
 from core.use_cases.publish_outbox import publish_outbox_backlog
@@ -130,7 +132,7 @@ def served_queues(queues: Sequence[str] | None) -> list[str]:
 class _RenderingWorker:
     """A JobWorker that shuts the renderer it started down once its jobs have stopped."""
 
-    def __init__(self, worker: JobWorker, renderer: ProceduralRenderer) -> None:
+    def __init__(self, worker: JobWorker, renderer: ProceduralRenderer | OpenAIImageRenderer) -> None:
         self._worker = worker
         self._renderer = renderer
 
@@ -144,14 +146,28 @@ class _RenderingWorker:
             await self._renderer.aclose()
 
 
+def renderer_for(settings: Settings, secrets: Secrets) -> ProceduralRenderer | OpenAIImageRenderer:
+    """The image server at `renderer_url` when one is configured, else the built-in renderer."""
+    if settings.renderer_url is None:
+        return ProceduralRenderer(workers=settings.render_workers)
+    return OpenAIImageRenderer(
+        settings.renderer_url,
+        model=settings.renderer_model,
+        secrets=secrets,
+        timeout_seconds=settings.renderer_timeout_seconds,
+    )
+
+
 async def start_worker(registry: svcs.Registry, settings: Settings, queues: Sequence[str]) -> JobWorker:
-    """Start serving `queues`. Only workers render: the built-in renderer's processes start here
-    (unless the registry has an ImageRenderer already, as tests give it) and stop with the worker."""
+    """Start serving `queues`. Only workers render: the renderer (built-in processes or an image
+    server's connection pool) starts here, unless the registry has an ImageRenderer already, as
+    tests give it, and stops with the worker."""
     async with svcs.Container(registry) as container:
         job_queue: Any = await container.aget(JobQueue)
-    renderer: ProceduralRenderer | None = None
+        secrets = await container.aget(Secrets)
+    renderer: ProceduralRenderer | OpenAIImageRenderer | None = None
     if ImageRenderer not in registry:
-        renderer = ProceduralRenderer(workers=settings.render_workers)
+        renderer = renderer_for(settings, secrets)
         registry.register_value(ImageRenderer, renderer)
     worker: JobWorker = job_worker_for(
         job_queue,

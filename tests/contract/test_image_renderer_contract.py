@@ -1,7 +1,9 @@
-"""The ImageRenderer contract, run against the built-in procedural renderer (a real process pool)
-and the in-memory fake: valid PNGs of the requested size, deterministic bytes, n indexed images,
-progress after each step ending at 1.0, cancellation between steps, and an event loop that keeps
-running while images are drawn.
+"""The ImageRenderer contract, run against the built-in procedural renderer (a real process pool),
+the in-memory fake and the OpenAI-compatible HTTP renderer (against a deterministic stub server):
+valid PNGs of the requested size, deterministic bytes, n indexed images, progress after each step
+ending at 1.0, cancellation between steps, and an event loop that keeps running while images are
+drawn. The step-wise properties are run only against the renderers that work in steps
+(`stepwise_renderer`): an HTTP render is one exchange, reporting 0.0 when sent and 1.0 when done.
 """
 
 from __future__ import annotations
@@ -13,16 +15,20 @@ import itertools
 import os
 import pickle
 import signal
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import msgspec
 import pytest
 from PIL import Image
 
 from adapters.memory.renderer import MemoryImageRenderer
+from adapters.memory.secrets import MemorySecrets
+from adapters.rendering.http_renderer import OpenAIImageRenderer
 from adapters.rendering.procedural import ProceduralRenderer
 from core.ports import ImageRenderer
 from core.rendering import RenderCanceled, RenderFailed, RenderRequest
+from core.secrets import RENDERER_API_KEY
+from tests.support.openai_image_stub import StubImageServer
 
 REQUEST = RenderRequest(prompt="a lighthouse at dusk, oil on canvas", width=96, height=64, seed=7, steps=4)
 
@@ -35,8 +41,28 @@ def procedural() -> Iterator[ProceduralRenderer]:
     asyncio.run(renderer.aclose())
 
 
-@pytest.fixture(params=["procedural", "memory-fake"])
+@pytest.fixture
+async def openai_http() -> AsyncIterator[OpenAIImageRenderer]:
+    server = StubImageServer().start()
+    subject = OpenAIImageRenderer(
+        server.url, model="stub", secrets=MemorySecrets({RENDERER_API_KEY: ["sk-contract"]})
+    )
+    yield subject
+    await subject.aclose()
+    server.stop()
+
+
+@pytest.fixture(params=["procedural", "memory-fake", "openai-http"])
 def renderer(request: pytest.FixtureRequest) -> ImageRenderer:
+    if request.param in ("procedural", "openai-http"):
+        subject: ImageRenderer = request.getfixturevalue(request.param.replace("-", "_"))
+        return subject
+    return MemoryImageRenderer()
+
+
+@pytest.fixture(params=["procedural", "memory-fake"])
+def stepwise_renderer(request: pytest.FixtureRequest) -> ImageRenderer:
+    """The renderers that draw in `request.steps` steps, reporting progress after each."""
     if request.param == "procedural":
         subject: ImageRenderer = request.getfixturevalue("procedural")
         return subject
@@ -115,7 +141,8 @@ async def test_image_k_does_not_depend_on_how_many_were_asked_for(renderer: Imag
     assert [image.data for image in two] == [image.data for image in three[:2]]
 
 
-async def test_progress_after_each_step_never_decreases_and_ends_at_one(renderer: ImageRenderer):
+async def test_progress_after_each_step_never_decreases_and_ends_at_one(stepwise_renderer: ImageRenderer):
+    renderer = stepwise_renderer
     seen: list[float] = []
 
     async def on_progress(fraction: float) -> None:
@@ -130,7 +157,8 @@ async def test_progress_after_each_step_never_decreases_and_ends_at_one(renderer
     assert seen[-1] == 1.0
 
 
-async def test_should_stop_stops_at_the_next_step(renderer: ImageRenderer):
+async def test_should_stop_stops_at_the_next_step(stepwise_renderer: ImageRenderer):
+    renderer = stepwise_renderer
     seen: list[float] = []
 
     async def on_progress(fraction: float) -> None:
@@ -158,7 +186,8 @@ async def test_should_stop_before_the_first_step_draws_nothing(renderer: ImageRe
     assert seen == []
 
 
-async def test_the_event_loop_keeps_running_while_images_are_drawn(renderer: ImageRenderer):
+async def test_the_event_loop_keeps_running_while_images_are_drawn(stepwise_renderer: ImageRenderer):
+    renderer = stepwise_renderer
     ticks = 0
     ticks_at_progress: list[int] = []
 
