@@ -53,3 +53,7 @@ bench *ARGS:
 # Authenticated GET /v1/me (API key, warm cache) next to bare Litestar: constant and one Valkey GET.
 bench-auth *ARGS:
     uv run --locked python benchmarks/auth_load.py {{ARGS}}
+
+# Generations completed per second end to end (real PostgreSQL and Valkey; one, then two `pictor worker`).
+bench-generations *ARGS:
+    uv run --locked python benchmarks/generation_load.py {{ARGS}}
