@@ -29,6 +29,7 @@ from entrypoints.http.routes.files import download_file
 from entrypoints.http.routes.generations import GenerationsController
 from entrypoints.http.routes.health import live, ready
 from entrypoints.http.routes.metrics import MetricsController
+from entrypoints.http.routes.openai_images import OpenAIImagesController
 from entrypoints.http.routes.plans import list_plans
 from entrypoints.http.routes.problem_types import get_problem_type, list_problem_types
 from entrypoints.http.routes.uploads import uploads_router
@@ -113,6 +114,7 @@ def create_app(
             get_usage,
             uploads_router(upload_limits(settings)),
             GenerationsController,
+            OpenAIImagesController,
             list_problem_types,
             get_problem_type,
             docs,
