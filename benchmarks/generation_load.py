@@ -11,9 +11,9 @@ then two `pictor worker` processes (each with the built-in renderer, PICTOR_REND
 PICTOR_RENDER_WORKERS as the environment or the defaults say):
 
 1. the workers start and log "worker started"; a fresh user and API key are made over HTTP;
-2. `--warmup` generations per worker are submitted and awaited (the renderer's process pool
-   starts lazily: its start-up is not what is measured; with two workers each very likely, not
-   certainly, gets some);
+2. batches of `--warmup` generations per worker are submitted and awaited until every worker's
+   render processes run (the renderer's process pool starts lazily and which worker takes a job
+   is up to the queue; on Linux the worker's process group shows it): start-up is not measured;
 3. `--clients` threads submit `--generations` generations between them (`n=1`, `256x256` by
    default, distinct prompts and seeds), each thread one at a time on its own keep-alive
    connection, as fast as the API accepts them;
@@ -75,6 +75,7 @@ FINISHED = frozenset({"succeeded", "failed", "canceled"})
 WORKER_READY_LINE = "worker started"
 PAGE_LIMIT = 200  # the API's largest page
 WARMUP_SEEDS = 1_000_000  # warm-up generations get seeds (and prompts) of their own
+WARMUP_BATCHES = 10
 
 
 # ---------------------------------------------------------------------------- pure parts
@@ -417,6 +418,50 @@ def wait_for_worker(worker: Server, timeout: float) -> None:
         time.sleep(0.1)
 
 
+def helper_processes(leader_pid: int) -> int | None:
+    """Processes in the group of `leader_pid` besides the leader (a worker's render pool: the
+    forkserver and its workers); None where /proc cannot tell (not Linux)."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return None
+    count = 0
+    for stat in proc.glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # the fields after the parenthesised command: state, ppid, pgrp, ...
+            fields = stat.read_text().rpartition(")")[2].split()
+            if int(fields[2]) == leader_pid and int(stat.parent.name) != leader_pid:
+                count += 1
+    return count
+
+
+def render_pools_started(workers: Sequence[Server]) -> bool | None:
+    """Whether every worker has started its renderer's processes; None when unknowable."""
+    counts = [helper_processes(w.pid) if w.pid is not None else None for w in workers]
+    if any(count is None for count in counts):
+        return None
+    return all(count is not None and count >= 2 for count in counts)
+
+
+def warm_up(port: int, key: str, workers: Sequence[Server], options: Options) -> None:
+    """Render warm-up generations until every worker's render pool runs (it starts lazily, and
+    which worker takes a job is up to the queue), at most WARMUP_BATCHES batches."""
+    if options.warmup == 0:
+        return
+    batch = options.warmup * len(workers)
+    for number in range(WARMUP_BATCHES):
+        first = WARMUP_SEEDS + number * batch
+        ids, refused = submit_all(port, key, range(first, first + batch), options.size, options.clients)
+        if refused:
+            raise HarnessError(f"warm-up submissions refused: {dict(refused)}")
+        await_generations(port, key, ids, options.timeout, options.poll)
+        if render_pools_started(workers) is not False:
+            print(f"  warmed up in {number + 1} batch(es) of {batch}", file=sys.stderr, flush=True)
+            return
+    print(
+        f"warning: a worker's render pool did not start in {WARMUP_BATCHES} warm-up batches", file=sys.stderr
+    )
+
+
 @dataclass(frozen=True)
 class Options:
     generations: int
@@ -439,14 +484,7 @@ def measure(port: int, env: dict[str, str], workers: int, options: Options) -> R
         for process in processes:
             wait_for_worker(process, options.startup_timeout)
         key = make_api_key(port)
-        warm = options.warmup * workers
-        if warm:
-            ids, refused = submit_all(
-                port, key, range(WARMUP_SEEDS, WARMUP_SEEDS + warm), options.size, options.clients
-            )
-            if refused:
-                raise HarnessError(f"warm-up submissions refused: {dict(refused)}")
-            await_generations(port, key, ids, options.timeout, options.poll)
+        warm_up(port, key, processes, options)
         print(f"{workers} worker(s): submitting {options.generations} ...", file=sys.stderr, flush=True)
         first_submit_at = datetime.now(UTC)
         ids, refused = submit_all(port, key, range(options.generations), options.size, options.clients)

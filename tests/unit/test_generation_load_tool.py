@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +19,7 @@ from benchmarks.generation_load import (
     build_run_report,
     failure_kind,
     format_table,
+    helper_processes,
     options_from,
     parser,
     speedup,
@@ -212,3 +217,21 @@ def test_command_line_defaults_and_limits() -> None:
     assert (custom.generations, custom.workers, custom.warmup) == (30, (1, 2, 3), 0)
     with pytest.raises(SystemExit):
         parser().parse_args(["--clients", "0"])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_helper_processes_counts_the_group_besides_its_leader() -> None:
+    # A shell in its own process group that forked two children before it says "ready".
+    script = "sleep 30 & sleep 30 & echo ready; wait"
+    with subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, start_new_session=True) as group:
+        try:
+            assert group.stdout is not None
+            assert group.stdout.readline() == b"ready\n"
+            assert helper_processes(group.pid) == 2
+        finally:
+            os.killpg(group.pid, signal.SIGKILL)
+    with subprocess.Popen(["sleep", "30"], start_new_session=True) as alone:
+        try:
+            assert helper_processes(alone.pid) == 0
+        finally:
+            alone.kill()
