@@ -6,21 +6,27 @@ The end-to-end proof with the official `openai` client is tests/e2e/test_openai_
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
+import svcs
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from PIL import Image
 
 from core.billing.plans import Plan, PlanRateLimit
+from core.generations import generation as lifecycle
+from core.ports import Clock, Database
 from entrypoints.http.app import create_app
 from entrypoints.http.routes.openai_images import default_size
+from entrypoints.http.svcs_plugin import registry_of
 from entrypoints.settings import settings_from_mapping
 from tests.support.accounts import bearer, login, register
 
@@ -66,7 +72,9 @@ async def api_key(client: AsyncTestClient[Litestar], scopes: list[str] | None = 
     return bearer(created.json()["key"])
 
 
-async def generation_ids(client: AsyncTestClient[Litestar], headers: dict[str, str]) -> list[str]:
+async def generation_ids(
+    client: AsyncTestClient[Litestar] | httpx.AsyncClient, headers: dict[str, str]
+) -> list[str]:
     listed = await client.get("/v1/generations", headers=headers)
     assert listed.status_code == 200, listed.text
     return [g["id"] for g in listed.json()["data"]]
@@ -215,6 +223,67 @@ async def test_a_generation_unfinished_at_the_deadline_is_canceled_uncharged_and
     session = bearer(await login(client, "ada@example.com"))
     usage = (await client.get("/v1/usage", headers=session)).json()
     assert usage["images_used"] == 0
+
+
+async def while_waiting(
+    client: AsyncTestClient[Litestar], key: dict[str, str], act: Callable[[str], Awaitable[None]]
+) -> httpx.Response:
+    """POST an image request and, while it waits for its generation (no worker runs here), `act`
+    on that generation's id; the answer once the request ends. Runs on the app's own loop so the
+    two proceed concurrently."""
+
+    async def scenario() -> httpx.Response:
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as http:
+            waiting = asyncio.create_task(
+                http.post(PATH, json={"prompt": "a cat", "size": "256x256"}, headers=key)
+            )
+            while not (ids := await generation_ids(http, key)):
+                if waiting.done():  # it ended without creating one: show why
+                    raise AssertionError((await waiting).text)
+                await asyncio.sleep(0.01)
+            await act(ids[0])
+            return await waiting
+
+    return client.blocking_portal.call(scenario)
+
+
+async def test_a_generation_canceled_while_waiting_is_409_not_retried(client):
+    key = await api_key(client)
+
+    async def cancel(generation_id: str) -> None:
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as http:
+            canceled = await http.post(f"/v1/generations/{generation_id}/cancel", headers=key)
+            assert canceled.status_code == 200, canceled.text
+
+    response = await while_waiting(client, key, cancel)
+    assert response.status_code == 409
+    assert response.headers["x-should-retry"] == "false"
+    assert openai_error(response)["code"] == "invalid_state"
+
+
+async def test_a_failed_render_is_500_with_its_error_code(client):
+    key = await api_key(client)
+
+    async def fail(generation_id: str) -> None:
+        async with svcs.Container(registry_of(client.app)) as container:
+            database, clock = await container.aget(Database, Clock)
+        async with database.unit_of_work() as uow:
+            current = await uow.generations.get_for_update(generation_id)
+            assert current is not None
+            failed = lifecycle.fail(current, "render_attempts_exhausted", "the renderer gave up", clock.now())
+            await uow.generations.update(failed)
+            await uow.commit()
+
+    response = await while_waiting(client, key, fail)
+    assert response.status_code == 500
+    error = openai_error(response)
+    assert (error["type"], error["code"], error["message"]) == (
+        "server_error",
+        "render_attempts_exhausted",
+        "the renderer gave up",
+    )
 
 
 def plan(max_image_pixels: int) -> Plan:
