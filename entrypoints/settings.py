@@ -104,6 +104,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Worker. None: run one inside `pictor serve` only when the queue is embedded or in memory.
     embedded_worker: bool | None = None
     worker_concurrency: int = 10
+    # How soon a job whose worker died is noticed: it stops beating for `render_heartbeat_seconds`,
+    # and a sweep (every `queue_sweep_interval_seconds`, by one worker at a time) hands it back.
+    render_heartbeat_seconds: float = 20.0
+    queue_sweep_interval_seconds: float = 15.0
     job_shutdown_grace_seconds: float = 20.0
 
     # Operations.
@@ -198,6 +202,8 @@ def _check_settings(s: Settings) -> None:
         )
     positive = (
         "renderer_timeout_seconds",
+        "render_heartbeat_seconds",
+        "queue_sweep_interval_seconds",
         "render_workers",
         "render_steps",
         "generation_wait_max_seconds",

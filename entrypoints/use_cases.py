@@ -75,6 +75,7 @@ async def generations_from(container: svcs.Container) -> Generations:
         clock=clock,
         steps=settings.render_steps,
         sleep=asyncio.sleep,
+        heartbeat_seconds=settings.render_heartbeat_seconds,
     )
 
 
@@ -99,5 +100,10 @@ async def generation_maintenance_from(container: svcs.Container) -> GenerationMa
         Database, JobQueue, BlobStore, Clock, Settings
     )
     return GenerationMaintenance(
-        database=database, jobs=jobs, blobs=blobs, clock=clock, steps=settings.render_steps
+        database=database,
+        jobs=jobs,
+        blobs=blobs,
+        clock=clock,
+        steps=settings.render_steps,
+        heartbeat_seconds=settings.render_heartbeat_seconds,
     )

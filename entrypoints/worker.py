@@ -176,6 +176,7 @@ async def start_worker(registry: svcs.Registry, settings: Settings, queues: Sequ
         concurrency=settings.worker_concurrency,
         cron_jobs=[job for job in MAINTENANCE_JOBS if job.queue in queues],
         shutdown_grace_seconds=settings.job_shutdown_grace_seconds,
+        sweep_interval_seconds=settings.queue_sweep_interval_seconds,
     )
     if renderer is not None:
         worker = _RenderingWorker(worker, renderer)

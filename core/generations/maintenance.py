@@ -16,7 +16,7 @@ from typing import Final
 
 from core.errors import DomainError
 from core.generations.generation import expire_images
-from core.generations.service import render_job_spec, render_queue
+from core.generations.service import RENDER_HEARTBEAT_SECONDS, render_job_spec, render_queue
 from core.ports import BlobStore, Clock, Database, JobQueue
 
 log = logging.getLogger("pictor.generations")
@@ -28,8 +28,16 @@ MAX_BATCHES: Final = 50  # one run's bound; the next run goes on
 
 class GenerationMaintenance:
     def __init__(
-        self, *, database: Database, jobs: JobQueue, blobs: BlobStore, clock: Clock, steps: int
+        self,
+        *,
+        database: Database,
+        jobs: JobQueue,
+        blobs: BlobStore,
+        clock: Clock,
+        steps: int,
+        heartbeat_seconds: float = RENDER_HEARTBEAT_SECONDS,
     ) -> None:
+        self._heartbeat_seconds = heartbeat_seconds
         self._database = database
         self._jobs = jobs
         self._blobs = blobs
@@ -45,7 +53,8 @@ class GenerationMaintenance:
             job = await self._jobs.status(render_queue(generation), generation.id)
             if job is not None and not job.state.is_finished:
                 continue  # waiting its turn or running: not lost
-            if await self._jobs.enqueue(render_job_spec(generation, steps=self._steps)) is not None:
+            spec = render_job_spec(generation, steps=self._steps, heartbeat_seconds=self._heartbeat_seconds)
+            if await self._jobs.enqueue(spec) is not None:
                 enqueued += 1
                 log.warning(
                     "re-enqueued a stuck generation",

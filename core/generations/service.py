@@ -59,7 +59,9 @@ def render_queue(generation: Generation) -> str:
     return GENERATION_PRIORITY if generation.priority else GENERATION
 
 
-def render_job_spec(generation: Generation, *, steps: int) -> JobSpec:
+def render_job_spec(
+    generation: Generation, *, steps: int, heartbeat_seconds: float = RENDER_HEARTBEAT_SECONDS
+) -> JobSpec:
     """The render job of a generation, keyed by its id (enqueueing it twice queues it once)."""
     megapixel_steps = generation.width * generation.height * generation.n * steps / 1_000_000
     return JobSpec(
@@ -71,7 +73,7 @@ def render_job_spec(generation: Generation, *, steps: int) -> JobSpec:
         attempts=RENDER_ATTEMPTS,
         retry_delay_seconds=RENDER_RETRY_DELAY_SECONDS,
         retry_backoff=True,
-        heartbeat_seconds=RENDER_HEARTBEAT_SECONDS,
+        heartbeat_seconds=heartbeat_seconds,
     )
 
 
@@ -111,11 +113,13 @@ class Generations:
         clock: Clock,
         steps: int,
         sleep: Sleep | None = None,
+        heartbeat_seconds: float = RENDER_HEARTBEAT_SECONDS,
     ) -> None:
         """`steps` is the renderer's steps per image (it sizes the job's time limit); `sleep`
         (e.g. `asyncio.sleep`, which the core may not import) paces `wait` and `watch`."""
         if steps < 1:
             raise ValueError("steps must be at least 1")
+        self._heartbeat_seconds = heartbeat_seconds
         self._database = database
         self._catalog = catalog
         self._quotas = quotas
@@ -269,7 +273,9 @@ class Generations:
 
     async def _enqueue(self, generation: Generation) -> None:
         try:
-            await self._jobs.enqueue(render_job_spec(generation, steps=self._steps))
+            await self._jobs.enqueue(
+                render_job_spec(generation, steps=self._steps, heartbeat_seconds=self._heartbeat_seconds)
+            )
         except Exception:
             # Accepted all the same: the reconciler enqueues generations left queued without a job.
             log.warning(

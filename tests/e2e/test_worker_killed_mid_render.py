@@ -3,11 +3,11 @@
 
 PostgreSQL + Valkey (SAQ on Valkey) + local files; `pictor serve` without an embedded worker, and
 `pictor worker` processes. Who recovers the job: SAQ's sweep, which takes an active job whose
-heartbeat lapsed (`RENDER_HEARTBEAT_SECONDS`, 60 s, in core/generations/service.py) and retries it;
-it runs when a worker starts and then every sweep interval (60 s, `job_worker_for`), under a
-cluster-wide lock held for that interval. Neither is a setting yet, so this test runs with the
-defaults: the recovery takes about 60-130 s (it prints how long). The reconciler cron is the
-second line of defence and is not needed here (the job is still on the queue's active list).
+heartbeat lapsed (PICTOR_RENDER_HEARTBEAT_SECONDS, default 20 s) and retries it; it runs when a
+worker starts and then every PICTOR_QUEUE_SWEEP_INTERVAL_SECONDS (default 15 s), under a
+cluster-wide lock held for that interval. The test shortens both to a few seconds; the recovery
+then takes about 20 s, most of it the slow render itself (it prints how long). The reconciler cron
+is the second line of defence and is not needed here (the job is still on the queue's active list).
 """
 
 from __future__ import annotations
@@ -99,6 +99,9 @@ def test_a_worker_killed_mid_render_still_ends_in_one_success_charged_once(
         "PICTOR_SECRET_URL_SIGNING_KEY": "e2e-signing-key",
         "PICTOR_EMBEDDED_WORKER": "false",
         "PICTOR_RENDER_STEPS": str(SLOW_STEPS),
+        # A dead worker's job is noticed after its heartbeat lapses, at the next sweep: short here.
+        "PICTOR_RENDER_HEARTBEAT_SECONDS": "3",
+        "PICTOR_QUEUE_SWEEP_INTERVAL_SECONDS": "2",
         "PICTOR_LOG_LEVEL": "info",
     }
     deployment = Deployment(f"http://127.0.0.1:{port}")
