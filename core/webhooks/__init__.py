@@ -1,0 +1,1 @@
+"""Webhook rules: Standard Webhooks signatures and the SSRF guard's target rules (pure)."""
