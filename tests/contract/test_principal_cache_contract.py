@@ -61,7 +61,10 @@ class Server:
     url: str | None  # None: in memory
 
 
-@pytest.fixture(params=["memory", "valkey", "postgres"])
+NETWORKED = ["valkey", "postgres"]
+
+
+@pytest.fixture(params=["memory", *NETWORKED])
 def server(request: pytest.FixtureRequest) -> Server:
     """A sync fixture, so only the chosen service's fixture is set up (or skipped)."""
     if request.param == "memory":
@@ -274,9 +277,8 @@ async def test_a_cache_deaf_to_the_bus_loads_every_time(processes):
         await deaf.ping()
 
 
+@pytest.mark.parametrize("server", NETWORKED, indirect=True)  # an in-process bus has no connection to lose
 async def test_a_cache_whose_bus_disconnects_bypasses_memory_then_starts_empty(processes):
-    if processes.server.url is None:
-        pytest.skip("an in-process bus has no connection to lose")
     bus = await processes.bus()
     cache = await processes.cache(bus=bus)
     loader = Loader("grant", [user_tag("u1")])
