@@ -56,21 +56,9 @@ from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.auth_load import VALKEY_URL, fresh_schema, make_api_key
+from benchmarks.auth_load import UNBOUND_PLANS, VALKEY_URL, fresh_schema, make_api_key
 from benchmarks.http_load import HOST, PICTOR_CMD, ROOT, HarnessError, Server, expand_command, percentile
 
-# The default plan, with limits no run can reach: the measurement is of the pipeline, not of a 402 or 429.
-UNBOUND_PLANS = """
-format = 1
-[plans.free]
-name = "Benchmark"
-monthly_price_cents = 0
-currency = "USD"
-monthly_images = 100000000
-rate_limit = { requests = 1000000000, per_seconds = 1, burst = 1000000000 }
-max_concurrent_jobs = 1000000
-max_image_pixels = 4194304
-"""
 FINISHED = frozenset({"succeeded", "failed", "canceled"})
 WORKER_READY_LINE = "worker started"
 PAGE_LIMIT = 200  # the API's largest page

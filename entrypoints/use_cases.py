@@ -68,7 +68,7 @@ async def generations_from(container: svcs.Container) -> Generations:
     return Generations(
         database=database,
         catalog=catalog,
-        quotas=Quotas(database=database, catalog=catalog, ids=ids, clock=clock),
+        quotas=await quotas_from(container),
         jobs=jobs,
         policy=policy,
         ids=ids,
