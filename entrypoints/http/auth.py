@@ -100,7 +100,7 @@ class Guard:
         process through the limiter's store); raise `rate_limited` past it. A limiter outage lets
         requests through (counted and logged): it must not take the API down with it."""
         plan = self.catalog.effective(principal.plan)
-        limit = self._limits.get(plan.code) or plan.rate_limit.as_rate_limit()
+        limit = self._limits[plan.code]  # `effective` always answers a plan of the catalog
         try:
             decision = await self.limiter.hit(f"api:{principal.credential_id}", limit)
         except Exception as error:
