@@ -6,9 +6,10 @@ leaving without `commit()` discards them; messages a unit of work has claimed or
 locked until it ends, so other claimers skip them (`FOR UPDATE SKIP LOCKED`) and other updaters wait
 for them; positions come from a sequence that never goes back, even across rollbacks.
 
-The account, billing and generation repositories (`adapters.memory.accounts`,
-`adapters.memory.billing`, `adapters.memory.generations`, on `adapters.memory.tables`) follow the
-same rules; a commit makes the outbox's and every table's writes visible together.
+The account, billing, generation and webhook repositories (`adapters.memory.accounts`,
+`adapters.memory.billing`, `adapters.memory.generations`, `adapters.memory.webhooks`, on
+`adapters.memory.tables`) follow the same rules; a commit makes the outbox's and every table's
+writes visible together.
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ from adapters.memory.generations import (
     generation_repositories,
 )
 from adapters.memory.tables import Locks, Transaction
+from adapters.memory.webhooks import (
+    MemoryWebhookDeliveryRepository,
+    MemoryWebhookEndpointRepository,
+    MemoryWebhookSecretRepository,
+    WebhookTables,
+    webhook_repositories,
+)
 from core.accounts.api_keys import ApiKey
 from core.accounts.audit import AuditRecord
 from core.accounts.tokens import OneTimeToken
@@ -53,6 +61,9 @@ from core.billing.usage import QuotaReservation, UsagePeriod
 from core.errors import DomainError, ErrorCode
 from core.generations.generation import Generation
 from core.outbox import OutboxMessage
+from core.webhooks.deliveries import WebhookDelivery
+from core.webhooks.endpoints import WebhookEndpoint
+from core.webhooks.signing_secrets import WebhookSecretVersion
 
 
 class _OutboxTable:
@@ -93,10 +104,13 @@ class MemoryDatabase:
         self._accounts = AccountTables()
         self._billing = BillingTables()
         self._generations = GenerationTables()
+        self._webhooks = WebhookTables()
         self._locks = Locks()
 
     def unit_of_work(self) -> MemoryUnitOfWork:
-        return MemoryUnitOfWork(self._outbox, self._accounts, self._billing, self._generations, self._locks)
+        return MemoryUnitOfWork(
+            self._outbox, self._accounts, self._billing, self._generations, self._locks, self._webhooks
+        )
 
     async def ping(self) -> None:
         return None
@@ -142,6 +156,20 @@ class MemoryDatabase:
         """Every committed quota reservation, ended or not, by id (for tests' assertions)."""
         return sorted(self._billing.reservations.rows.values(), key=lambda reservation: reservation.id)
 
+    def committed_webhook_endpoints(self) -> list[WebhookEndpoint]:
+        """Every committed webhook endpoint, oldest first (for tests' assertions)."""
+        endpoints = (row for row in self._webhooks.endpoints.rows.values() if row is not None)
+        return sorted(endpoints, key=lambda endpoint: endpoint.id)
+
+    def committed_webhook_secrets(self) -> list[WebhookSecretVersion]:
+        """Every committed webhook secret version, by creation time (for tests' assertions)."""
+        versions = (row for row in self._webhooks.secrets.rows.values() if row is not None)
+        return sorted(versions, key=lambda version: (version.created_at, version.id))
+
+    def committed_webhook_deliveries(self) -> list[WebhookDelivery]:
+        """Every committed webhook delivery, finished or not, oldest first (for tests' assertions)."""
+        return sorted(self._webhooks.deliveries.rows.values(), key=lambda delivery: delivery.id)
+
 
 class MemoryUnitOfWork:
     """Implements `core.ports.UnitOfWork` in memory; finished after `commit()` or `rollback()`."""
@@ -153,6 +181,7 @@ class MemoryUnitOfWork:
         billing: BillingTables,
         generations: GenerationTables,
         locks: Locks,
+        webhooks: WebhookTables,
     ) -> None:
         self._table = table
         self._transaction = Transaction(locks)
@@ -169,6 +198,9 @@ class MemoryUnitOfWork:
         )
         self._generations, self._uploads, self._idempotency = generation_repositories(
             self._transaction, generations, users
+        )
+        self._webhook_endpoints, self._webhook_secrets, self._webhook_deliveries = webhook_repositories(
+            self._transaction, webhooks, users
         )
 
     @property
@@ -210,6 +242,18 @@ class MemoryUnitOfWork:
     @property
     def idempotency(self) -> MemoryIdempotencyRepository:
         return self._idempotency
+
+    @property
+    def webhook_endpoints(self) -> MemoryWebhookEndpointRepository:
+        return self._webhook_endpoints
+
+    @property
+    def webhook_secrets(self) -> MemoryWebhookSecretRepository:
+        return self._webhook_secrets
+
+    @property
+    def webhook_deliveries(self) -> MemoryWebhookDeliveryRepository:
+        return self._webhook_deliveries
 
     def require_active(self) -> None:
         self._transaction.require_active()

@@ -2,7 +2,8 @@
 
 The account repositories live in `adapters.postgres.accounts`, the billing ones in
 `adapters.postgres.billing`, the generation, upload and idempotency ones in
-`adapters.postgres.generations`; the unit of work hands them out.
+`adapters.postgres.generations`, the webhook ones in `adapters.postgres.webhooks`; the unit of work
+hands them out.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ from adapters.postgres.generations import (
     PostgresUploadRepository,
 )
 from adapters.postgres.pool import PostgresPool
+from adapters.postgres.webhooks import (
+    PostgresWebhookDeliveryRepository,
+    PostgresWebhookEndpointRepository,
+    PostgresWebhookSecretRepository,
+)
 from core.errors import DomainError, ErrorCode
 from core.outbox import OutboxMessage
 
@@ -89,6 +95,9 @@ class PostgresUnitOfWork:
         self._generations = PostgresGenerationRepository(self)
         self._uploads = PostgresUploadRepository(self)
         self._idempotency = PostgresIdempotencyRepository(self)
+        self._webhook_endpoints = PostgresWebhookEndpointRepository(self)
+        self._webhook_secrets = PostgresWebhookSecretRepository(self)
+        self._webhook_deliveries = PostgresWebhookDeliveryRepository(self)
 
     @property
     def users(self) -> PostgresUserRepository:
@@ -129,6 +138,18 @@ class PostgresUnitOfWork:
     @property
     def idempotency(self) -> PostgresIdempotencyRepository:
         return self._idempotency
+
+    @property
+    def webhook_endpoints(self) -> PostgresWebhookEndpointRepository:
+        return self._webhook_endpoints
+
+    @property
+    def webhook_secrets(self) -> PostgresWebhookSecretRepository:
+        return self._webhook_secrets
+
+    @property
+    def webhook_deliveries(self) -> PostgresWebhookDeliveryRepository:
+        return self._webhook_deliveries
 
     @property
     def connection(self) -> AsyncConnection[Any]:
