@@ -32,6 +32,9 @@ from core.rate_limit import RateLimit, RateLimitDecision
 from core.rendering import RenderedImage, RenderRequest
 from core.secrets import SecretVersion
 from core.storage import Blob, BlobInfo, SignedUrl
+from core.webhooks.deliveries import AttemptResult, WebhookDelivery
+from core.webhooks.endpoints import WebhookEndpoint
+from core.webhooks.signing_secrets import SecretOwner, WebhookSecretVersion
 
 T = TypeVar("T")
 
@@ -493,6 +496,15 @@ class UnitOfWork(Protocol):
     @property
     def idempotency(self) -> IdempotencyRepository: ...
 
+    @property
+    def webhook_endpoints(self) -> WebhookEndpointRepository: ...
+
+    @property
+    def webhook_secrets(self) -> WebhookSecretRepository: ...
+
+    @property
+    def webhook_deliveries(self) -> WebhookDeliveryRepository: ...
+
     async def __aenter__(self) -> Self: ...
 
     async def __aexit__(
@@ -734,4 +746,130 @@ class ImageInspector(Protocol):
         the pixels), and the facts of those clean bytes. Raises DomainError: unsupported_media_type
         (not PNG, JPEG or WebP by content), payload_too_large (over the byte or pixel limit, pixels
         judged before decoding), validation_failed (empty, truncated or corrupt)."""
+        ...
+
+
+# --- Webhooks (issue 6) ---
+
+
+class WebhookEndpointRepository(Protocol):
+    """Users' webhook endpoints (the user must exist). Clients reach them through the owner's id."""
+
+    async def add(self, endpoint: WebhookEndpoint) -> None:
+        """Raises DomainError(conflict) when the id exists."""
+        ...
+
+    async def get(self, endpoint_id: str) -> WebhookEndpoint | None:
+        """Any user's endpoint (the delivery job reads it)."""
+        ...
+
+    async def get_for_user(self, user_id: str, endpoint_id: str) -> WebhookEndpoint | None:
+        """The user's endpoint; None when it does not exist or belongs to someone else."""
+        ...
+
+    async def list_for_user(self, user_id: str) -> list[WebhookEndpoint]:
+        """The user's endpoints, newest first."""
+        ...
+
+    async def list_subscribed(self, user_id: str, event_type: str) -> list[WebhookEndpoint]:
+        """The user's active endpoints that want `event_type` (an empty filter wants every type),
+        oldest first."""
+        ...
+
+    async def update(self, endpoint: WebhookEndpoint) -> None:
+        """Replace the stored endpoint with the same id (its owner and `created_at` stay)."""
+        ...
+
+    async def delete(self, user_id: str, endpoint_id: str) -> bool:
+        """Remove the user's endpoint with its secrets; False when they have no such endpoint.
+        Its deliveries stay, for the record, with their `endpoint_id` kept."""
+        ...
+
+
+class WebhookSecretRepository(Protocol):
+    """Versions of webhook signing secrets (salts, never secrets), per owner: an endpoint or an
+    account. An owner has at most one current version (no `expires_at`) at a time."""
+
+    async def add(self, version: WebhookSecretVersion) -> bool:
+        """Store a new version; False (nothing stored) when `version` is current and the owner has
+        a current version already (two first uses raced; the caller reads the winner)."""
+        ...
+
+    async def current_for_update(self, owner: SecretOwner, owner_id: str) -> WebhookSecretVersion | None:
+        """The owner's current version, row-locked until the unit of work ends (rotations take turns)."""
+        ...
+
+    async def update(self, version: WebhookSecretVersion) -> None:
+        """Store the version's new `expires_at` (the only field that changes)."""
+        ...
+
+    async def live(self, owner: SecretOwner, owner_id: str, now: datetime) -> list[WebhookSecretVersion]:
+        """The owner's versions that sign at `now` (current, or expiring after `now`), newest first."""
+        ...
+
+    async def delete_expired(self, before: datetime) -> int:
+        """Remove versions that stopped signing before `before`; returns how many."""
+        ...
+
+
+class WebhookDeliveryRepository(Protocol):
+    """Webhook deliveries (the user must exist), the source of truth of what was sent and what is due.
+
+    The lease (`locked_until`) keeps one delivery from being dispatched again while its job is on
+    its way or sending; a worker that died leaves a lease that simply runs out.
+    """
+
+    async def add(self, delivery: WebhookDelivery) -> bool:
+        """Store a new delivery; False (nothing stored) when one exists for the same event and
+        endpoint, or, without an endpoint, the same event and URL (a re-published event)."""
+        ...
+
+    async def get_for_user(self, user_id: str, delivery_id: str) -> WebhookDelivery | None: ...
+
+    async def get_for_update(self, delivery_id: str) -> WebhookDelivery | None:
+        """Read and row-lock the delivery until the unit of work ends."""
+        ...
+
+    async def list_for_endpoint(
+        self, user_id: str, endpoint_id: str, *, after: str | None, limit: int
+    ) -> list[WebhookDelivery]:
+        """The user's deliveries to one endpoint, newest first (ids are time-ordered), after the
+        id `after`."""
+        ...
+
+    async def claim_due(self, now: datetime, limit: int, lease_until: datetime) -> list[WebhookDelivery]:
+        """Up to `limit` deliveries due at `now` (pending, `next_attempt_at <= now`, no lease ahead),
+        earliest due first, leased until `lease_until` and returned as leased. Concurrent claimers
+        skip each other's rows."""
+        ...
+
+    async def start_attempt(
+        self, delivery_id: str, attempt: int, dispatched_until: datetime, lease_until: datetime
+    ) -> WebhookDelivery | None:
+        """Take the delivery for its attempt number `attempt` and return it leased until
+        `lease_until`. Only the job of the current dispatch may: the stored lease must still be
+        exactly `dispatched_until`, the lease its dispatch set (a compare-and-set). None when it is
+        not pending, that attempt was made, or another dispatch or job took it since."""
+        ...
+
+    async def update(self, delivery: WebhookDelivery) -> None:
+        """Replace the stored delivery with the same id (owner, target, event and `created_at` stay)."""
+        ...
+
+    async def cancel_pending_for_endpoint(self, endpoint_id: str, reason: str, now: datetime) -> int:
+        """Cancel the endpoint's pending deliveries (it was removed or disabled); returns how many."""
+        ...
+
+
+class WebhookTransport(Protocol):
+    """Sends one webhook attempt over HTTP, guarding against SSRF."""
+
+    async def send(
+        self, url: str, *, headers: dict[str, str], body: bytes, timeout_seconds: float
+    ) -> AttemptResult:
+        """POST `body` once and report what came back; never raises for what the network or the
+        receiver does (errors, timeouts and refusals are results). Redirects are not followed.
+        The host is resolved here, at delivery time, and the request refused (no connection made)
+        when any address it resolves to is forbidden by `core.webhooks.targets` under the
+        configuration; the connection goes to an address that was checked."""
         ...

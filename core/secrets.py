@@ -20,3 +20,4 @@ class SecretVersion(msgspec.Struct, frozen=True, kw_only=True):
 URL_SIGNING_KEY = "url_signing_key"
 METRICS_TOKEN = "metrics_token"
 RENDERER_API_KEY = "renderer_api_key"  # bearer token for PICTOR_RENDERER_URL, when it needs one
+WEBHOOK_SECRET_KEY = "webhook_secret_key"  # master key from which webhook signing secrets are derived

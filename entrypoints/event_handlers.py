@@ -1,13 +1,17 @@
-"""In-process handlers of published domain events (the outbox publisher calls them in order)."""
+"""The outbox publisher's handlers, in the order they run for each published event: metrics and
+logs (here, since the core owns no prometheus), the audit trail, quota notices, webhook fan-out."""
 
 from __future__ import annotations
 
 import logging
 
+import svcs
 from prometheus_client import Counter
 
-from core.outbox import OutboxMessage
-from core.use_cases.publish_outbox import EventHandler
+from core.event_handlers import audit_billing_changes, schedule_quota_notices
+from core.events import DomainEvent, event_type
+from core.use_cases.publish_outbox import EventHandler, Publication
+from entrypoints.use_cases import webhook_fan_out_from
 
 log = logging.getLogger("pictor.events")
 
@@ -16,15 +20,27 @@ EVENTS_PUBLISHED = Counter(
 )
 
 
-async def count_event(message: OutboxMessage) -> None:
-    EVENTS_PUBLISHED.labels(message.type).inc()
+async def count_event(event: DomainEvent, publication: Publication) -> None:
+    EVENTS_PUBLISHED.labels(event_type(event)).inc()
 
 
-async def log_event(message: OutboxMessage) -> None:
+async def log_event(event: DomainEvent, publication: Publication) -> None:
     log.info(
         "event published",
-        extra={"event_id": message.id, "event_type": message.type, "correlation_id": message.correlation_id},
+        extra={
+            "event_id": event.id,
+            "event_type": event_type(event),
+            "user_id": event.user_id,
+            "correlation_id": event.correlation_id,
+        },
     )
 
 
-EVENT_HANDLERS: tuple[EventHandler, ...] = (count_event, log_event)
+async def event_handlers_from(container: svcs.Container) -> tuple[EventHandler, ...]:
+    return (
+        count_event,
+        log_event,
+        audit_billing_changes,
+        schedule_quota_notices,
+        await webhook_fan_out_from(container),
+    )

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
+from core.webhooks.deliveries import parse_schedule
 from entrypoints.http.shutdown import DRAIN_FILE_VARIABLE
 
 PREFIX = "PICTOR_"
@@ -112,7 +113,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
 
     # Operations.
     metrics_token: str | None = None
-    webhooks_allow_private: bool = False
+    webhooks_allow_private: bool = False  # plain http, loopback and private targets (development, tests)
+    # Seconds before each webhook attempt, the first included (Svix's schedule); ±10 % jitter applies.
+    webhook_retry_schedule: str = "0,5,300,1800,7200,18000,36000,36000"
+    # How often each worker looks for unpublished events and due webhook deliveries.
+    outbox_poll_interval_seconds: float = 1.0
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["json", "console"] = "json"
     plans_file: str | None = None
@@ -121,6 +126,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
 
     def __post_init__(self) -> None:
         _check_settings(self)
+
+    @property
+    def webhook_schedule(self) -> tuple[float, ...]:
+        return parse_schedule(self.webhook_retry_schedule)
 
     def __repr__(self) -> str:  # tracebacks and debuggers show settings; never their secrets
         shown = ", ".join(f"{k}={v!r}" for k, v in masked(self).items())
@@ -214,6 +223,7 @@ def _check_settings(s: Settings) -> None:
         "db_statement_timeout_ms",
         "db_slow_query_seconds",
         "worker_concurrency",
+        "outbox_poll_interval_seconds",
     )
     for field in positive:
         if getattr(s, field) <= 0:
@@ -221,6 +231,10 @@ def _check_settings(s: Settings) -> None:
     for field in ("shutdown_drain_seconds", "shutdown_timeout_seconds", "job_shutdown_grace_seconds"):
         if getattr(s, field) < 0:
             raise SettingsError(f"{PREFIX}{field.upper()}: cannot be negative")
+    try:
+        parse_schedule(s.webhook_retry_schedule)
+    except ValueError as exc:
+        raise SettingsError(f"{PREFIX}WEBHOOK_RETRY_SCHEDULE: {exc}") from None
     if s.http_workers > 1:
         # In-memory state lives in one process; several would each hold their own.
         in_memory = {

@@ -4,6 +4,7 @@ ports each needs, shared by the HTTP routes, the CLI and the tests."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import svcs
 
@@ -26,8 +27,14 @@ from core.ports import (
     PasswordBlocklist,
     PasswordHasher,
     PrincipalCache,
+    Secrets,
     SessionStore,
+    WebhookTransport,
 )
+from core.webhooks.delivery import WebhookSender
+from core.webhooks.fan_out import WebhookFanOut
+from core.webhooks.management import AccountWebhookSecret, WebhookEndpoints
+from core.webhooks.secret_keeper import WebhookSecretKeeper
 from entrypoints.settings import Settings
 
 
@@ -76,6 +83,7 @@ async def generations_from(container: svcs.Container) -> Generations:
         steps=settings.render_steps,
         sleep=asyncio.sleep,
         heartbeat_seconds=settings.render_heartbeat_seconds,
+        webhooks_allow_private=settings.webhooks_allow_private,
     )
 
 
@@ -106,4 +114,51 @@ async def generation_maintenance_from(container: svcs.Container) -> GenerationMa
         clock=clock,
         steps=settings.render_steps,
         heartbeat_seconds=settings.render_heartbeat_seconds,
+    )
+
+
+WEBHOOK_LINK_LIFETIME = timedelta(hours=24)  # links in a webhook body outlive a slow receiver's retries
+
+
+async def webhook_secret_keeper_from(container: svcs.Container) -> WebhookSecretKeeper:
+    secrets, ids, clock = await container.aget(Secrets, Ids, Clock)
+    return WebhookSecretKeeper(secrets=secrets, ids=ids, clock=clock)
+
+
+async def webhook_endpoints_from(container: svcs.Container) -> WebhookEndpoints:
+    database, jobs, ids, clock, settings = await container.aget(Database, JobQueue, Ids, Clock, Settings)
+    return WebhookEndpoints(
+        database=database,
+        keeper=await webhook_secret_keeper_from(container),
+        jobs=jobs,
+        ids=ids,
+        clock=clock,
+        allow_private=settings.webhooks_allow_private,
+    )
+
+
+async def account_webhook_secret_from(container: svcs.Container) -> AccountWebhookSecret:
+    database = await container.aget(Database)
+    return AccountWebhookSecret(database=database, keeper=await webhook_secret_keeper_from(container))
+
+
+async def webhook_fan_out_from(container: svcs.Container) -> WebhookFanOut:
+    ids, clock, settings = await container.aget(Ids, Clock, Settings)
+    return WebhookFanOut(ids=ids, clock=clock, schedule=settings.webhook_schedule)
+
+
+async def webhook_sender_from(container: svcs.Container) -> WebhookSender:
+    """The `webhooks` job's use case; the worker registers the WebhookTransport (the API has none)."""
+    database, transport, blobs, ids, clock, settings = await container.aget(
+        Database, WebhookTransport, BlobStore, Ids, Clock, Settings
+    )
+    return WebhookSender(
+        database=database,
+        transport=transport,
+        keeper=await webhook_secret_keeper_from(container),
+        blobs=blobs,
+        ids=ids,
+        clock=clock,
+        schedule=settings.webhook_schedule,
+        link_lifetime=WEBHOOK_LINK_LIFETIME,
     )

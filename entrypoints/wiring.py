@@ -63,7 +63,7 @@ from core.ports import (
     SessionStore,
     SignedLinks,
 )
-from core.secrets import METRICS_TOKEN, URL_SIGNING_KEY
+from core.secrets import METRICS_TOKEN, URL_SIGNING_KEY, WEBHOOK_SECRET_KEY
 from entrypoints.generation_policy import load_prompt_policy, upload_limits
 from entrypoints.plan_catalog import load_plan_catalog
 from entrypoints.settings import Settings, load_environment
@@ -144,7 +144,7 @@ async def ensure_generated_secrets(settings: Settings, environ: Mapping[str, str
     configured = build_secrets(settings, environ)
     files = FileSecrets(settings.secrets_path, ttl_seconds=0)
     created = []
-    for name in (URL_SIGNING_KEY, METRICS_TOKEN):
+    for name in (URL_SIGNING_KEY, METRICS_TOKEN, WEBHOOK_SECRET_KEY):
         if not await configured.versions(name):
             settings.secrets_path.mkdir(parents=True, exist_ok=True, mode=0o700)
             files.add_version(name, SystemIds().token(32))

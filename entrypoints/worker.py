@@ -18,7 +18,9 @@ from adapters.queue.conventions import CronJob
 from adapters.queue.factory import JobWorker, job_worker_for
 from adapters.rendering.http_renderer import OpenAIImageRenderer
 from adapters.rendering.procedural import ProceduralRenderer
+from adapters.webhooks_http.transport import HttpWebhookTransport
 from core.accounts.registration import SEND_PASSWORD_RESET_EMAIL, SEND_VERIFICATION_EMAIL, EmailJobs
+from core.event_handlers import SEND_QUOTA_NOTICE, QuotaNotices
 from core.generations.service import RENDER_GENERATION
 from core.jobs import MAINTENANCE, QUEUES
 from core.ports import (
@@ -32,21 +34,33 @@ from core.ports import (
     Mailer,
     Secrets,
     SessionStore,
+    WebhookTransport,
 )
 from core.use_cases.publish_outbox import publish_outbox_backlog
+from core.webhooks.delivery import DELIVER_WEBHOOK, DeliveryReport
 from entrypoints.correlation import correlation_id_var
-from entrypoints.event_handlers import EVENT_HANDLERS
+from entrypoints.event_handlers import event_handlers_from
 from entrypoints.generation_metrics import observe_render_outcome
 from entrypoints.heap import settle_heap
 from entrypoints.settings import Settings
-from entrypoints.use_cases import generation_maintenance_from, render_job_from, subscriptions_from
+from entrypoints.outbox_relay import OutboxRelay
+from entrypoints.use_cases import (
+    generation_maintenance_from,
+    render_job_from,
+    subscriptions_from,
+    webhook_sender_from,
+)
+from entrypoints.webhook_metrics import observe_delivery
 from entrypoints.wiring import UnusableConfiguration, service_registry
 
 log = logging.getLogger("pictor.worker")
 
-# Periodic maintenance; the cron key makes one run per tick across all workers.
+# Periodic maintenance; the cron key makes one run per tick across all workers. The outbox is
+# published (and webhooks dispatched) by each maintenance worker's OutboxRelay, every second or so.
 MAINTENANCE_JOBS: tuple[CronJob, ...] = (
-    CronJob(function="publish_outbox", cron="* * * * *", queue=MAINTENANCE, timeout_seconds=55),
+    CronJob(
+        function="delete_expired_webhook_secrets", cron="29 * * * *", queue=MAINTENANCE, timeout_seconds=300
+    ),
     CronJob(function="delete_expired_sessions", cron="17 * * * *", queue=MAINTENANCE, timeout_seconds=300),
     CronJob(function="roll_over_subscriptions", cron="* * * * *", queue=MAINTENANCE, timeout_seconds=55),
     CronJob(function="reconcile_generations", cron="* * * * *", queue=MAINTENANCE, timeout_seconds=55),
@@ -70,11 +84,40 @@ def job_handlers(registry: svcs.Registry) -> dict[str, JobHandler]:
         return handler
 
     async def publish_outbox_job(container: svcs.Container, ctx: JobContext) -> dict[str, int]:
-        database, clock = await container.aget(Database, Clock)
+        database, clock, jobs = await container.aget(Database, Clock, JobQueue)
+        handlers = await event_handlers_from(container)
         published = await publish_outbox_backlog(
-            database, clock, EVENT_HANDLERS, between_batches=ctx.heartbeat
+            database, clock, handlers, jobs=jobs, between_batches=ctx.heartbeat
         )
         return {"published": published}
+
+    async def deliver_webhook(
+        container: svcs.Container, ctx: JobContext, delivery_id: str, attempt: int, dispatched_until: str
+    ) -> DeliveryReport:
+        sender = await webhook_sender_from(container)
+        report = await sender.deliver(delivery_id, attempt, dispatched_until)
+        observe_delivery(report)
+        return report
+
+    async def delete_expired_webhook_secrets(container: svcs.Container, ctx: JobContext) -> dict[str, int]:
+        database, clock = await container.aget(Database, Clock)
+        async with database.unit_of_work() as uow:
+            deleted = await uow.webhook_secrets.delete_expired(clock.now())
+            await uow.commit()
+        return {"deleted": deleted}
+
+    async def send_quota_notice(
+        container: svcs.Container,
+        ctx: JobContext,
+        user_id: str,
+        percent: int,
+        images_used: int,
+        images_limit: int,
+        period_end: str,
+    ) -> bool:
+        database, mailer, settings = await container.aget(Database, Mailer, Settings)
+        notices = QuotaNotices(database=database, mailer=mailer, app_url=settings.public_app_url)
+        return await notices.send(user_id, percent, images_used, images_limit, period_end)
 
     async def email_jobs(container: svcs.Container) -> EmailJobs:
         database, mailer, ids, clock, settings = await container.aget(Database, Mailer, Ids, Clock, Settings)
@@ -111,6 +154,9 @@ def job_handlers(registry: svcs.Registry) -> dict[str, JobHandler]:
 
     return {
         "publish_outbox": with_services(publish_outbox_job),
+        DELIVER_WEBHOOK: with_services(deliver_webhook),
+        "delete_expired_webhook_secrets": with_services(delete_expired_webhook_secrets),
+        SEND_QUOTA_NOTICE: with_services(send_quota_notice),
         RENDER_GENERATION: with_services(render_generation),
         "reconcile_generations": with_services(reconcile_generations),
         "expire_generation_images": with_services(expire_generation_images),
@@ -129,21 +175,35 @@ def served_queues(queues: Sequence[str] | None) -> list[str]:
     return served
 
 
-class _RenderingWorker:
-    """A JobWorker that shuts the renderer it started down once its jobs have stopped."""
+class _WorkerWithResources:
+    """A JobWorker with what it started beside it: the outbox relay (stopped first, so no new
+    deliveries are dispatched to a stopping worker) and the renderer and webhook transport it
+    opened (closed once its jobs have stopped)."""
 
-    def __init__(self, worker: JobWorker, renderer: ProceduralRenderer | OpenAIImageRenderer) -> None:
+    def __init__(
+        self,
+        worker: JobWorker,
+        *,
+        relay: OutboxRelay | None,
+        closables: Sequence[ProceduralRenderer | OpenAIImageRenderer | HttpWebhookTransport],
+    ) -> None:
         self._worker = worker
-        self._renderer = renderer
+        self._relay = relay
+        self._closables = closables
 
     async def start(self) -> None:
         await self._worker.start()
+        if self._relay is not None:
+            await self._relay.start()
 
     async def stop(self) -> None:
         try:
+            if self._relay is not None:
+                await self._relay.stop()
             await self._worker.stop()
         finally:
-            await self._renderer.aclose()
+            for resource in self._closables:
+                await resource.aclose()
 
 
 def renderer_for(settings: Settings, secrets: Secrets) -> ProceduralRenderer | OpenAIImageRenderer:
@@ -159,16 +219,25 @@ def renderer_for(settings: Settings, secrets: Secrets) -> ProceduralRenderer | O
 
 
 async def start_worker(registry: svcs.Registry, settings: Settings, queues: Sequence[str]) -> JobWorker:
-    """Start serving `queues`. Only workers render: the renderer (built-in processes or an image
-    server's connection pool) starts here, unless the registry has an ImageRenderer already, as
-    tests give it, and stops with the worker."""
+    """Start serving `queues`. Only workers render and send webhooks: the renderer (built-in
+    processes or an image server's connection pool) and the webhook transport start here, unless
+    the registry has them already, as tests give them, and stop with the worker. A worker serving
+    the maintenance queue also runs the outbox relay."""
     async with svcs.Container(registry) as container:
         job_queue: Any = await container.aget(JobQueue)
         secrets = await container.aget(Secrets)
-    renderer: ProceduralRenderer | OpenAIImageRenderer | None = None
+    closables: list[ProceduralRenderer | OpenAIImageRenderer | HttpWebhookTransport] = []
     if ImageRenderer not in registry:
         renderer = renderer_for(settings, secrets)
         registry.register_value(ImageRenderer, renderer)
+        closables.append(renderer)
+    if WebhookTransport not in registry:
+        transport = HttpWebhookTransport(allow_private=settings.webhooks_allow_private)
+        registry.register_value(WebhookTransport, transport)
+        closables.append(transport)
+    relay = None
+    if MAINTENANCE in queues:
+        relay = OutboxRelay(registry, interval_seconds=settings.outbox_poll_interval_seconds)
     worker: JobWorker = job_worker_for(
         job_queue,
         queues=queues,
@@ -178,8 +247,7 @@ async def start_worker(registry: svcs.Registry, settings: Settings, queues: Sequ
         shutdown_grace_seconds=settings.job_shutdown_grace_seconds,
         sweep_interval_seconds=settings.queue_sweep_interval_seconds,
     )
-    if renderer is not None:
-        worker = _RenderingWorker(worker, renderer)
+    worker = _WorkerWithResources(worker, relay=relay, closables=closables)
     await worker.start()
     log.info("worker started", extra={"queues": list(queues), "concurrency": settings.worker_concurrency})
     return worker

@@ -27,6 +27,7 @@ class AuditAction(StrEnum):
     STATUS_CHANGED = "user.status_changed"
     PROFILE_UPDATED = "user.profile_updated"
     PLAN_CHANGED = "user.plan_changed"
+    SUBSCRIPTION_UPDATED = "subscription.updated"  # recorded from the published domain event
 
 
 class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):

@@ -111,3 +111,48 @@ def password_reset_email(
         ),
         kind=RESET_PASSWORD_KIND,
     )
+
+
+QUOTA_NOTICE_KIND = "quota_notice"
+
+
+def quota_notice_email(
+    to: str,
+    display_name: str | None,
+    *,
+    percent: int,
+    images_used: int,
+    images_limit: int,
+    period_end: str,
+    link: str,
+    product_name: str = PRODUCT_NAME,
+) -> EmailMessage:
+    """Tells the owner of `to` how much of this period's image quota is used (80 % or 100 %)."""
+    greeting = _greeting(display_name)
+    if percent >= 100:
+        subject = f"You have used all of this month's {product_name} images"
+        intro = (
+            f"Your account has used all {images_limit} images of its plan this period. New generations "
+            f"are refused until the period ends on {period_end}, unless you upgrade."
+        )
+    else:
+        subject = f"You have used {percent}% of this month's {product_name} images"
+        intro = (
+            f"Your account has used {images_used} of the {images_limit} images of its plan this period "
+            f"(which ends on {period_end})."
+        )
+    footer = "You get this email once per threshold and period."
+    return EmailMessage(
+        to=to,
+        subject=subject,
+        text=_text(greeting=greeting, intro=f"{intro} Your plan and usage:", link=link, footer=footer),
+        html=_html(
+            title=subject,
+            greeting=greeting,
+            intro=intro,
+            link=link,
+            action="See my plan and usage",
+            footer=footer,
+        ),
+        kind=QUOTA_NOTICE_KIND,
+    )

@@ -25,10 +25,9 @@ from core.billing.usage import (
     ReservationStatus,
 )
 from core.errors import DomainError, ErrorCode, FieldError
-from core.outbox import OutboxMessage
+from core.events import QuotaThresholdData, QuotaThresholdReached, to_outbox
 from core.ports import Clock, Database, Ids, UnitOfWork
 
-QUOTA_THRESHOLD_REACHED = "quota.threshold_reached"
 MAX_IMAGES_PER_RESERVATION = 100
 
 
@@ -144,22 +143,18 @@ class Quotas:
         for percent in thresholds_reached(images_used, plan.monthly_images):
             if not await uow.usage.mark_threshold(user_id, start, percent):
                 continue  # announced earlier this period
-            await uow.outbox.add(
-                OutboxMessage(
-                    id=self._ids.new_id(),
-                    type=QUOTA_THRESHOLD_REACHED,
-                    occurred_at=self._clock.now(),
-                    payload={
-                        "user_id": user_id,
-                        "plan": plan.code,
-                        "percent": percent,
-                        "images_used": images_used,
-                        "images_limit": plan.monthly_images,
-                        "period_start": start.isoformat(),
-                        "period_end": end.isoformat(),
-                    },
-                )
+            data = QuotaThresholdData(
+                plan=plan.code,
+                percent=percent,
+                images_used=images_used,
+                images_limit=plan.monthly_images,
+                period_start=start,
+                period_end=end,
             )
+            event = QuotaThresholdReached(
+                id=self._ids.new_id(), occurred_at=self._clock.now(), user_id=user_id, data=data
+            )
+            await uow.outbox.add(to_outbox(event))
 
 
 def _usage_of(plan: Plan, start: datetime, end: datetime, images_used: int) -> Usage:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
-from typing import Any
 
 import msgspec
 
@@ -34,11 +33,10 @@ from core.billing.subscriptions import (
 )
 from core.cache_tags import user_tag
 from core.errors import DomainError, ErrorCode, FieldError
+from core.events import SubscriptionData, SubscriptionUpdated, to_outbox
 from core.identifiers import is_id
-from core.outbox import OutboxMessage
 from core.ports import Clock, Database, Ids, PrincipalCache, UnitOfWork
 
-SUBSCRIPTION_UPDATED = "subscription.updated"
 _Decision = Callable[[Subscription, datetime], SubscriptionChange]
 ROLL_OVER_BATCH = 100
 
@@ -86,19 +84,18 @@ async def ensure_subscription(
     return subscription
 
 
-def subscription_payload(subscription: Subscription, events: Iterable[str]) -> dict[str, Any]:
+def subscription_data(subscription: Subscription, events: Iterable[str]) -> SubscriptionData:
     """The `subscription.updated` event's data (also what webhooks deliver)."""
-    return {
-        "user_id": subscription.user_id,
-        "plan": subscription.plan,
-        "status": subscription.status.value,
-        "current_period_start": subscription.current_period_start.isoformat(),
-        "current_period_end": subscription.current_period_end.isoformat(),
-        "cancel_at_period_end": subscription.cancel_at_period_end,
-        "scheduled_plan": subscription.scheduled_plan,
-        "trial_end": subscription.trial_end.isoformat() if subscription.trial_end else None,
-        "events": list(events),
-    }
+    return SubscriptionData(
+        plan=subscription.plan,
+        status=subscription.status.value,
+        current_period_start=subscription.current_period_start,
+        current_period_end=subscription.current_period_end,
+        cancel_at_period_end=subscription.cancel_at_period_end,
+        scheduled_plan=subscription.scheduled_plan,
+        trial_end=subscription.trial_end,
+        events=tuple(events),
+    )
 
 
 class Subscriptions:
@@ -312,15 +309,14 @@ class Subscriptions:
                 await uow.users.update(
                     msgspec.structs.replace(user, plan=after.plan, updated_at=self._clock.now())
                 )
-        await uow.outbox.add(
-            OutboxMessage(
-                id=self._ids.new_id(),
-                type=SUBSCRIPTION_UPDATED,
-                occurred_at=self._clock.now(),
-                payload=subscription_payload(after, (event.value for event in change.events)),
-                correlation_id=caller.correlation_id,
-            )
+        event = SubscriptionUpdated(
+            id=self._ids.new_id(),
+            occurred_at=self._clock.now(),
+            user_id=after.user_id,
+            correlation_id=caller.correlation_id,
+            data=subscription_data(after, (event.value for event in change.events)),
         )
+        await uow.outbox.add(to_outbox(event))
         return True
 
     async def _invalidate(self, user_ids: list[str]) -> None:

@@ -24,7 +24,7 @@ from core.generations.generation import (
     start,
     succeed,
 )
-from core.generations.service import GENERATION_FAILED, GENERATION_SUCCEEDED, generation_event
+from core.generations.service import generation_event
 from core.generations.uploads import generation_image_key
 from core.ports import BlobStore, Clock, Database, Ids, ImageRenderer, JobContext
 from core.rendering import DEFAULT_STEPS, RenderCanceled, RenderedImage, RenderFailed, RenderRequest
@@ -79,7 +79,10 @@ class RenderGeneration:
             outcome["queue_wait_seconds"] = (generation.started_at - generation.created_at).total_seconds()
         if generation.attempts > self._max_attempts * STARTS_PER_ATTEMPT:
             return outcome | await self._fail(
-                generation, RENDER_ATTEMPTS_EXHAUSTED, f"the render was started {generation.attempts} times"
+                generation,
+                RENDER_ATTEMPTS_EXHAUSTED,
+                f"the render was started {generation.attempts} times",
+                ctx.correlation_id,
             )
         began = self._clock.monotonic()
         try:
@@ -90,13 +93,15 @@ class RenderGeneration:
         except RenderFailed as error:
             if error.retryable and ctx.attempt < self._max_attempts:
                 raise  # the queue tries again after its back-off
-            return outcome | await self._fail(generation, error.code, error.message)
+            return outcome | await self._fail(generation, error.code, error.message, ctx.correlation_id)
         except Exception as error:
             if ctx.attempt < self._max_attempts:
                 raise
             log.exception("render job failed on its last try", extra={"generation_id": generation.id})
-            return outcome | await self._fail(generation, GENERATION_ERROR, f"{type(error).__name__}")
-        status = await self._succeed(generation, stored)
+            return outcome | await self._fail(
+                generation, GENERATION_ERROR, f"{type(error).__name__}", ctx.correlation_id
+            )
+        status = await self._succeed(generation, stored, ctx.correlation_id)
         if status is not GenerationStatus.SUCCEEDED:
             await self._delete(stored)  # canceled while storing: keep nothing
             return outcome | {"status": status.value}
@@ -185,7 +190,9 @@ class RenderGeneration:
             sha256=image.sha256,
         )
 
-    async def _succeed(self, generation: Generation, images: list[GeneratedImage]) -> GenerationStatus:
+    async def _succeed(
+        self, generation: Generation, images: list[GeneratedImage], correlation_id: str | None
+    ) -> GenerationStatus:
         now = self._clock.now()
         async with self._database.unit_of_work() as uow:
             current = await uow.generations.get_for_update(generation.id)
@@ -195,12 +202,14 @@ class RenderGeneration:
             await uow.generations.update(done)
             await uow.usage.release(done.id, refund=False, at=now)
             await uow.outbox.add(
-                generation_event(GENERATION_SUCCEEDED, done, event_id=self._ids.new_id(), now=now)
+                generation_event(done, event_id=self._ids.new_id(), now=now, correlation_id=correlation_id)
             )
             await uow.commit()
         return done.status
 
-    async def _fail(self, generation: Generation, code: str, message: str) -> dict[str, Any]:
+    async def _fail(
+        self, generation: Generation, code: str, message: str, correlation_id: str | None
+    ) -> dict[str, Any]:
         now = self._clock.now()
         async with self._database.unit_of_work() as uow:
             current = await uow.generations.get_for_update(generation.id)
@@ -210,7 +219,7 @@ class RenderGeneration:
             await uow.generations.update(failed)
             await uow.usage.release(failed.id, refund=True, at=now)
             await uow.outbox.add(
-                generation_event(GENERATION_FAILED, failed, event_id=self._ids.new_id(), now=now)
+                generation_event(failed, event_id=self._ids.new_id(), now=now, correlation_id=correlation_id)
             )
             await uow.commit()
         log.warning("generation failed", extra={"generation_id": generation.id, "error_code": code})

@@ -16,13 +16,22 @@ import builtins
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from typing import Any, Final
+from typing import Final
 
 from core.accounts.api_keys import Scope
 from core.accounts.principal import Principal
 from core.billing.plans import PlanCatalog
 from core.billing.quotas import Quotas
 from core.errors import DomainError, ErrorCode, FieldError
+from core.events import (
+    EventError,
+    GenerationCanceled,
+    GenerationData,
+    GenerationEvent,
+    GenerationFailed,
+    GenerationSucceeded,
+    to_outbox,
+)
 from core.generations.generation import Generation, GenerationStatus, cancel
 from core.generations.prompt_policy import PromptPolicy
 from core.generations.requests import GenerationRequest, new_generation, seed_from, validate_request
@@ -31,13 +40,11 @@ from core.jobs import GENERATION, GENERATION_PRIORITY, JobSpec
 from core.outbox import OutboxMessage
 from core.pagination import clamp_limit, decode_cursor
 from core.ports import Clock, Database, Ids, JobQueue
+from core.webhooks.endpoints import checked_target
 
 log = logging.getLogger("pictor.generations")
 
 RENDER_GENERATION: Final = "render_generation"
-GENERATION_SUCCEEDED: Final = "generation.succeeded"
-GENERATION_FAILED: Final = "generation.failed"
-GENERATION_CANCELED: Final = "generation.canceled"
 
 RENDER_ATTEMPTS: Final = 4  # tries of a render job, the first included
 RENDER_RETRY_DELAY_SECONDS: Final = 2.0  # doubled each retry, with jitter (core.jobs.retry_delay)
@@ -77,20 +84,35 @@ def render_job_spec(
     )
 
 
-def generation_event(type_: str, generation: Generation, *, event_id: str, now: datetime) -> OutboxMessage:
-    """A `generation.*` domain event, written with the transition that caused it."""
-    payload: dict[str, Any] = {
-        "generation_id": generation.id,
-        "user_id": generation.user_id,
-        "status": generation.status.value,
-        "n": generation.n,
-        "webhook_url": generation.webhook_url,
-    }
+def generation_event(
+    generation: Generation, *, event_id: str, now: datetime, correlation_id: str | None = None
+) -> OutboxMessage:
+    """The outbox row of the `generation.*` event of a finished generation (succeeded, failed or
+    canceled), written with the transition that caused it."""
+    event_class = _GENERATION_EVENTS[generation.status]
+    error = None
     if generation.error_code is not None:
-        payload["error"] = {"code": generation.error_code, "message": generation.error_message}
-    if generation.images:
-        payload["images"] = len(generation.images)
-    return OutboxMessage(id=event_id, type=type_, occurred_at=now, payload=payload)
+        error = EventError(code=generation.error_code, message=generation.error_message or "")
+    data = GenerationData(
+        generation_id=generation.id,
+        status=generation.status.value,
+        n=generation.n,
+        images=len(generation.images),
+        error=error,
+        webhook_url=generation.webhook_url,
+    )
+    return to_outbox(
+        event_class(
+            id=event_id, occurred_at=now, user_id=generation.user_id, correlation_id=correlation_id, data=data
+        )
+    )
+
+
+_GENERATION_EVENTS: dict[GenerationStatus, type[GenerationEvent]] = {
+    GenerationStatus.SUCCEEDED: GenerationSucceeded,
+    GenerationStatus.FAILED: GenerationFailed,
+    GenerationStatus.CANCELED: GenerationCanceled,
+}
 
 
 def next_poll_interval(interval: float) -> float:
@@ -114,9 +136,11 @@ class Generations:
         steps: int,
         sleep: Sleep | None = None,
         heartbeat_seconds: float = RENDER_HEARTBEAT_SECONDS,
+        webhooks_allow_private: bool = False,
     ) -> None:
         """`steps` is the renderer's steps per image (it sizes the job's time limit); `sleep`
-        (e.g. `asyncio.sleep`, which the core may not import) paces `wait` and `watch`."""
+        (e.g. `asyncio.sleep`, which the core may not import) paces `wait` and `watch`;
+        `webhooks_allow_private` lets a `webhook_url` use plain http and private addresses."""
         if steps < 1:
             raise ValueError("steps must be at least 1")
         self._heartbeat_seconds = heartbeat_seconds
@@ -129,16 +153,19 @@ class Generations:
         self._clock = clock
         self._steps = steps
         self._sleep = sleep
+        self._webhooks_allow_private = webhooks_allow_private
 
     async def accept(self, principal: Principal, request: GenerationRequest) -> Generation:
         """Validate, reserve the images, store the queued generation and enqueue its render.
 
-        `validation_failed` / `prompt_rejected` (422) for bad input, `quota_exceeded` (402) or
-        `concurrency_limit` (429) from the quota; nothing is stored then."""
+        `validation_failed` / `prompt_rejected` / `unsafe_url` (422) for bad input, `quota_exceeded`
+        (402) or `concurrency_limit` (429) from the quota; nothing is stored then."""
         principal.require_scope(Scope.GENERATIONS_WRITE)
         plan = self._catalog.effective(principal.plan)
         valid = validate_request(request, plan)
         self._policy.check(valid.prompt)
+        if valid.webhook_url is not None:  # resolved addresses are checked again at each delivery
+            checked_target(valid.webhook_url, allow_private=self._webhooks_allow_private)
         if valid.init_image_id is not None:
             await self._require_upload(principal.user_id, valid.init_image_id)
         seed = valid.seed if valid.seed is not None else seed_from(self._ids.random_bytes(4))
@@ -199,9 +226,7 @@ class Generations:
             canceled = cancel(current, now)  # invalid_state when terminal
             await uow.generations.update(canceled)
             await uow.usage.release(canceled.id, refund=True, at=now)
-            await uow.outbox.add(
-                generation_event(GENERATION_CANCELED, canceled, event_id=self._ids.new_id(), now=now)
-            )
+            await uow.outbox.add(generation_event(canceled, event_id=self._ids.new_id(), now=now))
             await uow.commit()
         try:
             await self._jobs.abort(render_queue(canceled), canceled.id)

@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 from adapters.memory.clock import ManualClock
 from adapters.memory.database import MemoryDatabase
 from adapters.memory.ids import SequentialIds
@@ -15,6 +17,7 @@ from core.accounts.users import Role, User, UserStatus
 from core.billing.plans import Plan, PlanCatalog, PlanRateLimit, QueuePriority
 from core.billing.quotas import Quotas
 from core.billing.usage import QuotaReservation
+from core.events import from_outbox
 from core.generations.generation import Generation
 from core.generations.prompt_policy import PromptPolicy
 from core.generations.service import Generations
@@ -143,4 +146,9 @@ class GenerationWorld:
         return reservation
 
     def events(self, type_: str) -> list[dict[str, Any]]:
-        return [m.payload for m in self.database.committed_outbox() if m.type == type_]
+        """The `data` of the committed events of `type_`, as JSON would carry it."""
+        return [
+            msgspec.json.decode(msgspec.json.encode(from_outbox(m).data))
+            for m in self.database.committed_outbox()
+            if m.type == type_
+        ]

@@ -8,11 +8,11 @@ import pytest
 from core.accounts.api_keys import Scope
 from core.billing.usage import ReservationStatus
 from core.errors import DomainError, ErrorCode
+from core.events import GENERATION_CANCELED
 from core.generations import generation as lifecycle
 from core.generations.generation import Generation, GenerationStatus
 from core.generations.requests import GenerationRequest
 from core.generations.service import (
-    GENERATION_CANCELED,
     MAX_POLL_SECONDS,
     RENDER_ATTEMPTS,
     RENDER_GENERATION,
@@ -199,9 +199,10 @@ async def test_cancel_of_a_queued_generation_refunds_once_and_drops_its_job(worl
     assert world.events(GENERATION_CANCELED) == [
         {
             "generation_id": generation.id,
-            "user_id": ann.user_id,
             "status": "canceled",
             "n": 3,
+            "images": 0,
+            "error": None,
             "webhook_url": None,
         }
     ]

@@ -21,6 +21,7 @@ from core.accounts.principal import SESSION_SCOPES, CredentialKind, Principal
 from core.accounts.users import Role, User, UserStatus
 from core.billing.usage import ReservationStatus
 from core.errors import BlobNotFound
+from core.events import GENERATION_FAILED, GENERATION_SUCCEEDED
 from core.generations import generation as lifecycle
 from core.generations.generation import Generation, GenerationStatus
 from core.generations.maintenance import STUCK_AFTER, GenerationMaintenance
@@ -31,7 +32,7 @@ from core.generations.rendering_job import (
     RenderGeneration,
 )
 from core.generations.requests import GenerationRequest
-from core.generations.service import GENERATION_FAILED, GENERATION_SUCCEEDED, RENDER_GENERATION
+from core.generations.service import RENDER_GENERATION
 from core.generations.uploads import generation_image_key
 from core.jobs import GENERATION, JobState
 from core.ports import BlobStore, Clock, Database, Ids, ImageRenderer
