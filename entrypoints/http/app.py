@@ -33,6 +33,7 @@ from entrypoints.http.routes.openai_images import OpenAIImagesController
 from entrypoints.http.routes.plans import list_plans
 from entrypoints.http.routes.problem_types import get_problem_type, list_problem_types
 from entrypoints.http.routes.uploads import uploads_router
+from entrypoints.http.routes.webhooks import WebhookEndpointsController, WebhookSecretController
 from entrypoints.http.shutdown import ShutdownState
 from entrypoints.http.svcs_plugin import SvcsPlugin
 from entrypoints.settings import Settings
@@ -115,6 +116,8 @@ def create_app(
             uploads_router(upload_limits(settings)),
             GenerationsController,
             OpenAIImagesController,
+            WebhookEndpointsController,
+            WebhookSecretController,
             list_problem_types,
             get_problem_type,
             docs,
