@@ -30,6 +30,9 @@ from core.ports import (
     UploadRepository,
     UsageRepository,
     UserRepository,
+    WebhookDeliveryRepository,
+    WebhookEndpointRepository,
+    WebhookSecretRepository,
 )
 
 
@@ -107,6 +110,18 @@ class InvalidatingUnitOfWork:
     @property
     def idempotency(self) -> IdempotencyRepository:
         return self._inner.idempotency
+
+    @property
+    def webhook_endpoints(self) -> WebhookEndpointRepository:
+        return self._inner.webhook_endpoints
+
+    @property
+    def webhook_secrets(self) -> WebhookSecretRepository:
+        return self._inner.webhook_secrets
+
+    @property
+    def webhook_deliveries(self) -> WebhookDeliveryRepository:
+        return self._inner.webhook_deliveries
 
     def __getattr__(self, name: str) -> Any:  # adapter extras (e.g. the connection) pass through
         return getattr(self._inner, name)

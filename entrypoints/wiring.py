@@ -267,6 +267,7 @@ def _secrets_ping(settings: Settings) -> Callable[[Secrets], Awaitable[None]]:
         await secrets.ping()
         if needs_link_key:
             await secrets.current(URL_SIGNING_KEY)  # DomainError(secret_missing) names it
+        await secrets.current(WEBHOOK_SECRET_KEY)  # webhook signing secrets derive from it
 
     return ping
 

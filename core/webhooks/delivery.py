@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 
+from core.errors import DomainError, ErrorCode
 from core.events import GENERATION_SUCCEEDED
 from core.jobs import WEBHOOKS, JobSpec
 from core.ports import BlobStore, Clock, Database, Ids, JobQueue, UnitOfWork
@@ -116,7 +117,7 @@ class WebhookSender:
             delivery = await uow.webhook_deliveries.start_attempt(delivery_id, attempt, dispatch, lease_until)
             if delivery is None:
                 return DeliveryReport(outcome="skipped")
-            secrets: list[str] = []
+            endpoint = None
             if delivery.endpoint_id is not None:
                 endpoint = await uow.webhook_endpoints.get(delivery.endpoint_id)
                 if endpoint is None or endpoint.status is not EndpointStatus.ACTIVE:
@@ -124,12 +125,20 @@ class WebhookSender:
                     await uow.webhook_deliveries.update(canceled(delivery, reason, self._clock.now()))
                     await uow.commit()
                     return DeliveryReport(outcome="canceled", event_type=delivery.event_type)
-                secrets = await self._keeper.signing_secrets(uow, SecretOwner.ENDPOINT, endpoint.id)
             await uow.commit()
-        if delivery.endpoint_id is None:
-            account = await self._keeper.account_secret(self._database, delivery.user_id)
-            async with self._database.unit_of_work() as uow:
-                secrets = await self._keeper.signing_secrets(uow, SecretOwner.ACCOUNT, account.owner_id)
+        # An endpoint's deliveries go to its URL of now: an owner who fixed a wrong URL and retries
+        # reaches the fixed one.
+        url = delivery.url if endpoint is None else endpoint.url
+        try:
+            secrets = await self._signing_secrets(delivery)
+        except DomainError as error:
+            if error.code is not ErrorCode.SECRET_MISSING:
+                raise
+            # An operator retired a master key version still in use: retried on schedule meanwhile.
+            log.error("webhook signing secret unavailable", extra={"delivery_id": delivery.id}, exc_info=True)
+            return await self._record(
+                delivery, AttemptResult(error=f"signing secret unavailable: {error.detail}")
+            )
         body = msgspec.json.encode(
             {
                 "type": delivery.event_type,
@@ -146,9 +155,19 @@ class WebhookSender:
             "content-type": "application/json",
         }
         result = await self._transport.send(
-            delivery.url, headers=headers, body=body, timeout_seconds=ATTEMPT_TIMEOUT_SECONDS
+            url, headers=headers, body=body, timeout_seconds=ATTEMPT_TIMEOUT_SECONDS
         )
         return await self._record(delivery, result)
+
+    async def _signing_secrets(self, delivery: WebhookDelivery) -> list[str]:
+        """The endpoint's live secrets, or for a per-request URL the account's (made on first use)."""
+        if delivery.endpoint_id is not None:
+            owner, owner_id = SecretOwner.ENDPOINT, delivery.endpoint_id
+        else:
+            owner, owner_id = SecretOwner.ACCOUNT, delivery.user_id
+            await self._keeper.account_secret(self._database, delivery.user_id)
+        async with self._database.unit_of_work() as uow:
+            return await self._keeper.signing_secrets(uow, owner, owner_id)
 
     async def _record(self, sent: WebhookDelivery, result: AttemptResult) -> DeliveryReport:
         now = self._clock.now()

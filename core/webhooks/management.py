@@ -74,6 +74,7 @@ class WebhookEndpoints:
         )
         version = await self._keeper.new_version(SecretOwner.ENDPOINT, endpoint.id, principal.user_id)
         async with self._database.unit_of_work() as uow:
+            await uow.users.get_for_update(principal.user_id)  # concurrent creates count in turn
             if len(await uow.webhook_endpoints.list_for_user(principal.user_id)) >= MAX_ENDPOINTS_PER_USER:
                 raise DomainError(
                     ErrorCode.CONFLICT, f"An account can register at most {MAX_ENDPOINTS_PER_USER} endpoints"

@@ -46,9 +46,19 @@ class WebhookSecretKeeper:
         )
 
     async def signing_secrets(self, uow: UnitOfWork, owner: SecretOwner, owner_id: str) -> list[str]:
-        """Every secret that signs now, newest first (two during a rotation's overlap)."""
+        """Every secret that signs now, newest first (two during a rotation's overlap). A version
+        whose master key is gone is left out while another can sign; with none, secret_missing."""
         versions = await uow.webhook_secrets.live(owner, owner_id, self._clock.now())
-        return [await self.reveal(version) for version in versions]
+        secrets: list[str] = []
+        missing: DomainError | None = None
+        for version in versions:
+            try:
+                secrets.append(await self.reveal(version))
+            except DomainError as error:
+                missing = error
+        if not secrets:
+            raise missing or DomainError(ErrorCode.SECRET_MISSING, "No webhook signing secret is live")
+        return secrets
 
     async def rotate(
         self, uow: UnitOfWork, owner: SecretOwner, owner_id: str, user_id: str

@@ -73,6 +73,7 @@ async def test_an_upgrade_over_http_charges_the_preview_and_lifts_the_quota_at_o
         "PICTOR_NAMESPACE": unique_name("bill").replace("_", "-"),
         "PICTOR_STORAGE_URL": "memory://",
         "PICTOR_SECRET_URL_SIGNING_KEY": "k",
+        "PICTOR_SECRET_WEBHOOK_SECRET_KEY": "w",
         "PICTOR_SMTP_URL": "memory://",
         "PICTOR_DB_POOL_MIN": "1",
     }

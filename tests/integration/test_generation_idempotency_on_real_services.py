@@ -59,6 +59,7 @@ async def client(postgres_url: str, tmp_path: Path) -> AsyncIterator[AsyncTestCl
         "PICTOR_VALKEY_URL": "memory://",
         "PICTOR_STORAGE_URL": "memory://",
         "PICTOR_SECRET_URL_SIGNING_KEY": "k",
+        "PICTOR_SECRET_WEBHOOK_SECRET_KEY": "w",
         "PICTOR_PLANS_FILE": str(plans),
         "PICTOR_EMBEDDED_WORKER": "false",  # generations stay queued: nothing else changes them
         "PICTOR_DB_POOL_MIN": "1",

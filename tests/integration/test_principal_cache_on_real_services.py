@@ -109,6 +109,7 @@ async def instances(
         "PICTOR_NAMESPACE": unique_name("pc").replace("_", "-"),
         "PICTOR_STORAGE_URL": "memory://",
         "PICTOR_SECRET_URL_SIGNING_KEY": "k",
+        "PICTOR_SECRET_WEBHOOK_SECRET_KEY": "w",
         "PICTOR_DB_POOL_MIN": "1",
         "PICTOR_PLANS_FILE": str(plans),
     }

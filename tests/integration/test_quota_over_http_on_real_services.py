@@ -49,6 +49,7 @@ async def client(
         "PICTOR_NAMESPACE": unique_name("quota").replace("_", "-"),
         "PICTOR_STORAGE_URL": "memory://",
         "PICTOR_SECRET_URL_SIGNING_KEY": "k",
+        "PICTOR_SECRET_WEBHOOK_SECRET_KEY": "w",
         "PICTOR_PLANS_FILE": str(plans),
         "PICTOR_EMBEDDED_WORKER": "false",  # generations stay queued: their images stay reserved
         "PICTOR_DB_POOL_MIN": "1",
