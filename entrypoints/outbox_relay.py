@@ -58,7 +58,9 @@ class OutboxRelay:
             except Exception:
                 failures += 1
                 pause = min(MAX_BACKOFF_SECONDS, self._interval * 2**failures)
-                log.warning("outbox relay round failed; retrying", extra={"pause_seconds": pause}, exc_info=True)
+                log.warning(
+                    "outbox relay round failed; retrying", extra={"pause_seconds": pause}, exc_info=True
+                )
                 await asyncio.sleep(pause)
                 continue
             # A busy round goes again at once; a quiet one waits for the next poll.

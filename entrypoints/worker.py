@@ -42,8 +42,8 @@ from entrypoints.correlation import correlation_id_var
 from entrypoints.event_handlers import event_handlers_from
 from entrypoints.generation_metrics import observe_render_outcome
 from entrypoints.heap import settle_heap
-from entrypoints.settings import Settings
 from entrypoints.outbox_relay import OutboxRelay
+from entrypoints.settings import Settings
 from entrypoints.use_cases import (
     generation_maintenance_from,
     render_job_from,

@@ -55,7 +55,7 @@ def test_set_plan_changes_the_plan_and_explains_mistakes(postgres_url: str, tmp_
             "PICTOR_VALKEY_URL": "memory://",
             "PICTOR_STORAGE_URL": "memory://",
             "PICTOR_SECRET_URL_SIGNING_KEY": "k",
-        "PICTOR_SECRET_WEBHOOK_SECRET_KEY": "w",
+            "PICTOR_SECRET_WEBHOOK_SECRET_KEY": "w",
         }
     )
     created = _run(["users", "create-admin", "ann@example.com"], env, "a sturdy admin passphrase\n")

@@ -46,7 +46,7 @@ def test_create_admin_reads_the_password_from_stdin(postgres_url: str, tmp_path:
             "PICTOR_VALKEY_URL": "memory://",
             "PICTOR_STORAGE_URL": "memory://",
             "PICTOR_SECRET_URL_SIGNING_KEY": "k",
-        "PICTOR_SECRET_WEBHOOK_SECRET_KEY": "w",
+            "PICTOR_SECRET_WEBHOOK_SECRET_KEY": "w",
         }
     )
     weak = _run(["users", "create-admin", "root@example.com"], env, "password\n")

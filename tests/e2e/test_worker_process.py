@@ -76,7 +76,7 @@ def test_worker_runs_jobs_and_stops_cleanly(
             "PICTOR_VALKEY_URL": valkey_url,
             "PICTOR_NAMESPACE": namespace,
             "PICTOR_SECRET_URL_SIGNING_KEY": "k",
-        "PICTOR_SECRET_WEBHOOK_SECRET_KEY": "w",
+            "PICTOR_SECRET_WEBHOOK_SECRET_KEY": "w",
             "PICTOR_STORAGE_URL": "memory://",
         }
     )
@@ -110,7 +110,7 @@ def test_serve_refuses_pending_migrations_with_a_message(postgres_url: str, tmp_
             "PICTOR_VALKEY_URL": "memory://",
             "PICTOR_STORAGE_URL": "memory://",
             "PICTOR_SECRET_URL_SIGNING_KEY": "k",
-        "PICTOR_SECRET_WEBHOOK_SECRET_KEY": "w",
+            "PICTOR_SECRET_WEBHOOK_SECRET_KEY": "w",
         }
     )
     serve = PictorProcess(["serve", "--port", "1"], env, tmp_path / "serve.log")
