@@ -9,18 +9,18 @@ updates of one row (consuming a token, revoking a key) take turns as they do on 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import msgspec
 
+from adapters.memory.row_values import canonical_or_none, check_limit, utc, utc_or_none
 from adapters.memory.tables import Table, TableView
 from core.accounts.api_keys import ApiKey
 from core.accounts.audit import AuditRecord
 from core.accounts.tokens import OneTimeToken, TokenPurpose
 from core.accounts.users import User, UserStatus
 from core.errors import DomainError, ErrorCode
-from core.identifiers import is_id
 
 
 class AccountTables:
@@ -46,8 +46,8 @@ class MemoryUserRepository:
         stored = msgspec.structs.replace(
             user,
             id=id_,
-            created_at=_utc(user.created_at, "created_at"),
-            updated_at=_utc(user.updated_at, "updated_at"),
+            created_at=utc(user.created_at, "created_at"),
+            updated_at=utc(user.updated_at, "updated_at"),
         )
         # Like the unique indexes: wait for a concurrent insert of the same id or email to end.
         locks = (self._users.row_lock(id_), self._users.unique_claim("email", user.email_normalized))
@@ -61,12 +61,12 @@ class MemoryUserRepository:
 
     async def get(self, user_id: str) -> User | None:
         self._transaction.require_active()
-        id_ = _canonical_or_none(user_id)
+        id_ = canonical_or_none(user_id)
         return None if id_ is None else self._users.get(id_)
 
     async def get_for_update(self, user_id: str) -> User | None:
         self._transaction.require_active()
-        id_ = _canonical_or_none(user_id)
+        id_ = canonical_or_none(user_id)
         if id_ is None:
             return None
         lock = self._users.row_lock(id_)
@@ -81,8 +81,8 @@ class MemoryUserRepository:
 
     async def update(self, user: User) -> None:
         self._transaction.require_active()
-        updated_at = _utc(user.updated_at, "updated_at")
-        id_ = _canonical_or_none(user.id)
+        updated_at = utc(user.updated_at, "updated_at")
+        id_ = canonical_or_none(user.id)
         current = None if id_ is None else self._users.get(id_)
         if id_ is None or current is None:
             return
@@ -114,7 +114,7 @@ class MemoryUserRepository:
         limit: int,
     ) -> list[User]:
         self._transaction.require_active()
-        _check_limit(limit)
+        check_limit(limit)
         last = None if after is None else _cursor_id(after)
         found = [
             user
@@ -149,10 +149,10 @@ class MemoryApiKeyRepository:
             user_id=user_id,
             scopes=list(key.scopes),
             allowed_ips=list(key.allowed_ips),
-            created_at=_utc(key.created_at, "created_at"),
-            expires_at=_utc_or_none(key.expires_at, "expires_at"),
-            last_used_at=_utc_or_none(key.last_used_at, "last_used_at"),
-            revoked_at=_utc_or_none(key.revoked_at, "revoked_at"),
+            created_at=utc(key.created_at, "created_at"),
+            expires_at=utc_or_none(key.expires_at, "expires_at"),
+            last_used_at=utc_or_none(key.last_used_at, "last_used_at"),
+            revoked_at=utc_or_none(key.revoked_at, "revoked_at"),
         )
         if self._users.get(user_id) is None:
             raise ValueError(f"no user {key.user_id} to own the key")
@@ -169,14 +169,14 @@ class MemoryApiKeyRepository:
 
     async def list_for_user(self, user_id: str) -> list[ApiKey]:
         self._transaction.require_active()
-        owner = _canonical_or_none(user_id)
+        owner = canonical_or_none(user_id)
         live = [key for key in self._keys.rows() if key.user_id == owner and key.revoked_at is None]
         return sorted(live, key=lambda key: key.id, reverse=True)
 
     async def revoke(self, user_id: str, key_id: str, at: datetime) -> bool:
         self._transaction.require_active()
-        revoked_at = _utc(at, "at")
-        owner, id_ = _canonical_or_none(user_id), _canonical_or_none(key_id)
+        revoked_at = utc(at, "at")
+        owner, id_ = canonical_or_none(user_id), canonical_or_none(key_id)
         if owner is None or id_ is None:
             return False
         revoked = await self._keys.update_where(
@@ -188,8 +188,8 @@ class MemoryApiKeyRepository:
 
     async def touch(self, key_id: str, at: datetime) -> None:
         self._transaction.require_active()
-        used_at = _utc(at, "at")
-        id_ = _canonical_or_none(key_id)
+        used_at = utc(at, "at")
+        id_ = canonical_or_none(key_id)
         if id_ is None:
             return
         await self._keys.update_where(
@@ -216,9 +216,9 @@ class MemoryTokenRepository:
         stored = msgspec.structs.replace(
             token,
             user_id=user_id,
-            created_at=_utc(token.created_at, "created_at"),
-            expires_at=_utc(token.expires_at, "expires_at"),
-            used_at=_utc_or_none(token.used_at, "used_at"),
+            created_at=utc(token.created_at, "created_at"),
+            expires_at=utc(token.expires_at, "expires_at"),
+            used_at=utc_or_none(token.used_at, "used_at"),
         )
         if self._users.get(user_id) is None:
             raise ValueError(f"no user {token.user_id} to own the token")
@@ -231,7 +231,7 @@ class MemoryTokenRepository:
 
     async def consume(self, token_hash: str, purpose: TokenPurpose, now: datetime) -> OneTimeToken | None:
         self._transaction.require_active()
-        at = _utc(now, "now")
+        at = utc(now, "now")
         return await self._tokens.update_where(
             token_hash,
             lambda token: token.purpose == purpose and token.usable_at(at),
@@ -240,8 +240,8 @@ class MemoryTokenRepository:
 
     async def revoke_for_user(self, user_id: str, purpose: TokenPurpose, at: datetime) -> int:
         self._transaction.require_active()
-        used_at = _utc(at, "at")
-        owner = _canonical_or_none(user_id)
+        used_at = utc(at, "at")
+        owner = canonical_or_none(user_id)
 
         def outstanding(token: OneTimeToken) -> bool:
             return token.user_id == owner and token.purpose == purpose and token.used_at is None
@@ -268,7 +268,7 @@ class MemoryAuditRepository:
         # Encoding and decoding copies the details, and fails on what jsonb would refuse.
         details = msgspec.json.decode(msgspec.json.encode(record.details), type=dict[str, Any])
         stored = msgspec.structs.replace(
-            record, id=id_, occurred_at=_utc(record.occurred_at, "occurred_at"), details=details
+            record, id=id_, occurred_at=utc(record.occurred_at, "occurred_at"), details=details
         )
         lock = self._records.row_lock(id_)
         await self._transaction.wait_until_free(lock)
@@ -287,7 +287,7 @@ class MemoryAuditRepository:
         limit: int,
     ) -> list[AuditRecord]:
         self._transaction.require_active()
-        _check_limit(limit)
+        check_limit(limit)
         last = None if after is None else _cursor_id(after)
         found = [
             record
@@ -300,28 +300,8 @@ class MemoryAuditRepository:
         return sorted(found, key=lambda record: record.id, reverse=True)[:limit]
 
 
-def _canonical_or_none(text: str) -> str | None:
-    """The id as PostgreSQL prints a `uuid`, or None when it is not an id (it then matches nothing)."""
-    return str(uuid.UUID(text)) if is_id(text) else None
-
-
 def _cursor_id(after: str) -> str:
-    id_ = _canonical_or_none(after)
+    id_ = canonical_or_none(after)
     if id_ is None:
         raise DomainError(ErrorCode.INVALID_CURSOR, "The cursor is not one this API made")
     return id_
-
-
-def _check_limit(limit: int) -> None:
-    if limit < 0:
-        raise ValueError("limit must not be negative")
-
-
-def _utc(moment: datetime, name: str) -> datetime:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware")
-    return moment.astimezone(UTC)
-
-
-def _utc_or_none(moment: datetime | None, name: str) -> datetime | None:
-    return None if moment is None else _utc(moment, name)

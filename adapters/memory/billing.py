@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 
 import msgspec
 
+from adapters.memory.row_values import canonical_or_none, check_limit, utc
 from adapters.memory.tables import Table, TableView, Transaction
 from core.accounts.users import User
 from core.billing.charges import Charge
@@ -26,7 +27,6 @@ from core.billing.usage import (
     UsagePeriod,
 )
 from core.errors import DomainError, ErrorCode
-from core.identifiers import is_id
 
 PeriodKey = tuple[str, datetime]  # (user id, period start in UTC)
 
@@ -67,12 +67,12 @@ class MemorySubscriptionRepository:
 
     async def get(self, user_id: str) -> Subscription | None:
         self._transaction.require_active()
-        id_ = _canonical_or_none(user_id)
+        id_ = canonical_or_none(user_id)
         return None if id_ is None else self._subscriptions.get(id_)
 
     async def get_for_update(self, user_id: str) -> Subscription | None:
         self._transaction.require_active()
-        id_ = _canonical_or_none(user_id)
+        id_ = canonical_or_none(user_id)
         if id_ is None:
             return None
         lock = self._subscriptions.row_lock(id_)
@@ -91,8 +91,8 @@ class MemorySubscriptionRepository:
 
     async def claim_due(self, now: datetime, limit: int) -> list[Subscription]:
         self._transaction.require_active()
-        at = _utc(now, "now")
-        _check_limit(limit)
+        at = utc(now, "now")
+        check_limit(limit)
         due = sorted(
             (row for row in self._subscriptions.rows() if _due_at(row) <= at),
             key=lambda row: (_due_at(row), row.user_id),
@@ -125,9 +125,9 @@ class MemoryChargeRepository:
             charge,
             id=str(uuid.UUID(charge.id)),
             user_id=str(uuid.UUID(charge.user_id)),
-            period_start=_utc(charge.period_start, "period_start"),
-            period_end=_utc(charge.period_end, "period_end"),
-            created_at=_utc(charge.created_at, "created_at"),
+            period_start=utc(charge.period_start, "period_start"),
+            period_end=utc(charge.period_end, "period_end"),
+            created_at=utc(charge.created_at, "created_at"),
         )
         # The table's CHECKs.
         if stored.amount_cents < 0:
@@ -145,8 +145,8 @@ class MemoryChargeRepository:
 
     async def list_for_user(self, user_id: str, *, limit: int) -> list[Charge]:
         self._transaction.require_active()
-        _check_limit(limit)
-        owner = _canonical_or_none(user_id)
+        check_limit(limit)
+        owner = canonical_or_none(user_id)
         mine = [charge for charge in self._charges.rows() if charge.user_id == owner]
         return sorted(mine, key=lambda charge: charge.id, reverse=True)[:limit]
 
@@ -178,11 +178,11 @@ class MemoryUsageRepository:
             reservation,
             id=str(uuid.UUID(reservation.id)),
             user_id=str(uuid.UUID(reservation.user_id)),
-            period_start=_utc(reservation.period_start, "period_start"),
-            created_at=_utc(reservation.created_at, "created_at"),
+            period_start=utc(reservation.period_start, "period_start"),
+            created_at=utc(reservation.created_at, "created_at"),
             finished_at=None,
         )
-        end = _utc(period_end, "period_end")
+        end = utc(period_end, "period_end")
         if stored.status != ReservationStatus.RESERVED:
             raise ValueError("a new reservation must be `reserved`")
         if stored.images < 1:
@@ -221,8 +221,8 @@ class MemoryUsageRepository:
 
     async def release(self, reservation_id: str, *, refund: bool, at: datetime) -> QuotaReservation | None:
         self._transaction.require_active()
-        finished_at = _utc(at, "at")
-        id_ = _canonical_or_none(reservation_id)
+        finished_at = utc(at, "at")
+        id_ = canonical_or_none(reservation_id)
         if id_ is None:
             return None
         status = ReservationStatus.REFUNDED if refund else ReservationStatus.SETTLED
@@ -245,19 +245,19 @@ class MemoryUsageRepository:
 
     async def get(self, user_id: str, period_start: datetime) -> UsagePeriod | None:
         self._transaction.require_active()
-        id_ = _canonical_or_none(user_id)
-        start = _utc(period_start, "period_start")
+        id_ = canonical_or_none(user_id)
+        start = utc(period_start, "period_start")
         return None if id_ is None else self._periods.get((id_, start))
 
     async def get_reservation(self, reservation_id: str) -> QuotaReservation | None:
         self._transaction.require_active()
-        id_ = _canonical_or_none(reservation_id)
+        id_ = canonical_or_none(reservation_id)
         return None if id_ is None else self._reservations.get(id_)
 
     async def mark_threshold(self, user_id: str, period_start: datetime, percent: int) -> bool:
         self._transaction.require_active()
-        id_ = _canonical_or_none(user_id)
-        start = _utc(period_start, "period_start")
+        id_ = canonical_or_none(user_id)
+        start = utc(period_start, "period_start")
         if id_ is None:
             return False
         marked = await self._periods.update_where(
@@ -290,11 +290,11 @@ def _stored_subscription(subscription: Subscription) -> Subscription:
         subscription,
         user_id=str(uuid.UUID(subscription.user_id)),
         status=SubscriptionStatus(subscription.status),
-        current_period_start=_utc(subscription.current_period_start, "current_period_start"),
-        current_period_end=_utc(subscription.current_period_end, "current_period_end"),
-        trial_end=None if subscription.trial_end is None else _utc(subscription.trial_end, "trial_end"),
-        created_at=_utc(subscription.created_at, "created_at"),
-        updated_at=_utc(subscription.updated_at, "updated_at"),
+        current_period_start=utc(subscription.current_period_start, "current_period_start"),
+        current_period_end=utc(subscription.current_period_end, "current_period_end"),
+        trial_end=None if subscription.trial_end is None else utc(subscription.trial_end, "trial_end"),
+        created_at=utc(subscription.created_at, "created_at"),
+        updated_at=utc(subscription.updated_at, "updated_at"),
     )
     if stored.current_period_end <= stored.current_period_start:
         raise ValueError("current_period_end must be after current_period_start")
@@ -312,19 +312,3 @@ def _empty_period(user_id: str, period_start: datetime, period_end: datetime) ->
     return UsagePeriod(
         user_id=user_id, period_start=period_start, period_end=period_end, images_used=0, in_flight=0
     )
-
-
-def _canonical_or_none(text: str) -> str | None:
-    """The id as PostgreSQL prints a `uuid`, or None when it is not an id (it then matches nothing)."""
-    return str(uuid.UUID(text)) if is_id(text) else None
-
-
-def _check_limit(limit: int) -> None:
-    if limit < 0:
-        raise ValueError("limit must not be negative")
-
-
-def _utc(moment: datetime, name: str) -> datetime:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware")
-    return moment.astimezone(UTC)

@@ -10,17 +10,17 @@ concurrent insert into a unique index, and then sees its outcome.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import msgspec
 
+from adapters.memory.row_values import canonical_or_none, check_limit, utc, utc_or_none
 from adapters.memory.tables import Table, TableView, Transaction
 from core.accounts.users import User
 from core.errors import DomainError, ErrorCode
 from core.generations.generation import ACTIVE_STATUSES, Generation, GenerationStatus
 from core.generations.uploads import Upload
 from core.idempotency import IdempotencyRecord, IdempotencyStatus
-from core.identifiers import is_id
 
 IdempotencyKey = tuple[str, str]  # (user id, key)
 
@@ -56,13 +56,13 @@ class MemoryGenerationRepository:
 
     async def get_for_user(self, user_id: str, generation_id: str) -> Generation | None:
         self._transaction.require_active()
-        owner, id_ = _canonical_or_none(user_id), _canonical_or_none(generation_id)
+        owner, id_ = canonical_or_none(user_id), canonical_or_none(generation_id)
         row = None if id_ is None else self._generations.get(id_)
         return row if row is not None and row.user_id == owner else None
 
     async def get_for_update(self, generation_id: str) -> Generation | None:
         self._transaction.require_active()
-        id_ = _canonical_or_none(generation_id)
+        id_ = canonical_or_none(generation_id)
         if id_ is None or self._generations.get(id_) is None:
             return None
         lock = self._generations.row_lock(id_)
@@ -101,9 +101,9 @@ class MemoryGenerationRepository:
         limit: int,
     ) -> list[Generation]:
         self._transaction.require_active()
-        _check_limit(limit)
-        owner = _canonical_or_none(user_id)
-        before_id = None if after is None else _canonical_or_none(after)
+        check_limit(limit)
+        owner = canonical_or_none(user_id)
+        before_id = None if after is None else canonical_or_none(after)
         if owner is None or (after is not None and before_id is None):
             return []
         mine = [
@@ -117,8 +117,8 @@ class MemoryGenerationRepository:
 
     async def list_stuck(self, now: datetime, older_than: timedelta, limit: int) -> list[Generation]:
         self._transaction.require_active()
-        _check_limit(limit)
-        since = _utc(now, "now") - older_than
+        check_limit(limit)
+        since = utc(now, "now") - older_than
         stuck = [
             row
             for row in self._generations.rows()
@@ -128,8 +128,8 @@ class MemoryGenerationRepository:
 
     async def list_expired_images(self, before: datetime, limit: int) -> list[Generation]:
         self._transaction.require_active()
-        _check_limit(limit)
-        at = _utc(before, "before")
+        check_limit(limit)
+        at = utc(before, "before")
         expired = [
             row
             for row in self._generations.rows()
@@ -155,7 +155,7 @@ class MemoryUploadRepository:
             upload,
             id=str(uuid.UUID(upload.id)),
             user_id=str(uuid.UUID(upload.user_id)),
-            created_at=_utc(upload.created_at, "created_at"),
+            created_at=utc(upload.created_at, "created_at"),
         )
         _check_upload(stored)
         if self._users.get(stored.user_id) is None:
@@ -169,13 +169,13 @@ class MemoryUploadRepository:
 
     async def get_for_user(self, user_id: str, upload_id: str) -> Upload | None:
         self._transaction.require_active()
-        owner, id_ = _canonical_or_none(user_id), _canonical_or_none(upload_id)
+        owner, id_ = canonical_or_none(user_id), canonical_or_none(upload_id)
         row = None if id_ is None else self._uploads.get(id_)
         return row if row is not None and row.user_id == owner else None
 
     async def delete(self, user_id: str, upload_id: str) -> bool:
         self._transaction.require_active()
-        owner, id_ = _canonical_or_none(user_id), _canonical_or_none(upload_id)
+        owner, id_ = canonical_or_none(user_id), canonical_or_none(upload_id)
         if owner is None or id_ is None:
             return False
         row = self._uploads.get(id_)
@@ -221,7 +221,7 @@ class MemoryIdempotencyRepository:
 
     async def get(self, user_id: str, key: str) -> IdempotencyRecord | None:
         self._transaction.require_active()
-        owner = _canonical_or_none(user_id)
+        owner = canonical_or_none(user_id)
         return None if owner is None else self._records.get((owner, key))
 
     async def complete(
@@ -234,7 +234,7 @@ class MemoryIdempotencyRepository:
         response_headers: tuple[tuple[str, str], ...] = (),
     ) -> bool:
         self._transaction.require_active()
-        owner = _canonical_or_none(user_id)
+        owner = canonical_or_none(user_id)
         if owner is None:
             return False
         headers = tuple((str(name), str(value)) for name, value in response_headers)
@@ -253,7 +253,7 @@ class MemoryIdempotencyRepository:
 
     async def release(self, user_id: str, key: str) -> bool:
         self._transaction.require_active()
-        owner = _canonical_or_none(user_id)
+        owner = canonical_or_none(user_id)
         if owner is None:
             return False
         slot = (owner, key)
@@ -269,8 +269,8 @@ class MemoryIdempotencyRepository:
 
     async def delete_expired(self, now: datetime, limit: int = 1000) -> int:
         self._transaction.require_active()
-        _check_limit(limit)
-        at = _utc(now, "now")
+        check_limit(limit)
+        at = utc(now, "now")
         committed = self._records.table.rows
         # Committed tombstones are the same as absent rows: dropping them changes nothing visible.
         for slot in [slot for slot, row in committed.items() if row is None]:
@@ -314,12 +314,12 @@ def _stored_generation(generation: Generation) -> Generation:
         user_id=str(uuid.UUID(generation.user_id)),
         status=GenerationStatus(generation.status),
         init_image_id=None if generation.init_image_id is None else str(uuid.UUID(generation.init_image_id)),
-        created_at=_utc(generation.created_at, "created_at"),
-        updated_at=_utc(generation.updated_at, "updated_at"),
-        started_at=_utc_or_none(generation.started_at, "started_at"),
-        finished_at=_utc_or_none(generation.finished_at, "finished_at"),
-        images_expire_at=_utc_or_none(generation.images_expire_at, "images_expire_at"),
-        images_expired_at=_utc_or_none(generation.images_expired_at, "images_expired_at"),
+        created_at=utc(generation.created_at, "created_at"),
+        updated_at=utc(generation.updated_at, "updated_at"),
+        started_at=utc_or_none(generation.started_at, "started_at"),
+        finished_at=utc_or_none(generation.finished_at, "finished_at"),
+        images_expire_at=utc_or_none(generation.images_expire_at, "images_expire_at"),
+        images_expired_at=utc_or_none(generation.images_expired_at, "images_expired_at"),
         images=tuple(sorted(generation.images, key=lambda image: image.index)),
     )
     check_generation(stored)
@@ -373,8 +373,8 @@ def _stored_record(record: IdempotencyRecord) -> IdempotencyRecord:
         record,
         user_id=str(uuid.UUID(record.user_id)),
         status=IdempotencyStatus(record.status),
-        created_at=_utc(record.created_at, "created_at"),
-        expires_at=_utc(record.expires_at, "expires_at"),
+        created_at=utc(record.created_at, "created_at"),
+        expires_at=utc(record.expires_at, "expires_at"),
     )
 
 
@@ -390,23 +390,3 @@ def _in_progress(row: IdempotencyRecord | None) -> bool:
 
 def _is_sha256(text: str) -> bool:
     return len(text) == 64 and all(char in "0123456789abcdef" for char in text)
-
-
-def _canonical_or_none(text: str) -> str | None:
-    """The id as PostgreSQL prints a `uuid`, or None when it is not an id (it then matches nothing)."""
-    return str(uuid.UUID(text)) if is_id(text) else None
-
-
-def _check_limit(limit: int) -> None:
-    if limit < 0:
-        raise ValueError("limit must not be negative")
-
-
-def _utc(moment: datetime, name: str) -> datetime:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware")
-    return moment.astimezone(UTC)
-
-
-def _utc_or_none(moment: datetime | None, name: str) -> datetime | None:
-    return None if moment is None else _utc(moment, name)

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Hashable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import msgspec
 
+from adapters.memory.row_values import canonical_or_none, check_limit, utc, utc_or_none
 from adapters.memory.tables import Table, TableView, Transaction
 from core.accounts.users import User
 from core.errors import DomainError, ErrorCode
-from core.identifiers import is_id
 from core.webhooks.deliveries import DeliveryStatus, WebhookDelivery, canceled
 from core.webhooks.endpoints import EndpointStatus, WebhookEndpoint
 from core.webhooks.signing_secrets import SecretOwner, WebhookSecretVersion, live_versions
@@ -68,24 +68,24 @@ class MemoryWebhookEndpointRepository:
 
     async def get(self, endpoint_id: str) -> WebhookEndpoint | None:
         self._transaction.require_active()
-        id_ = _canonical_or_none(endpoint_id)
+        id_ = canonical_or_none(endpoint_id)
         return None if id_ is None else self._endpoints.get(id_)
 
     async def get_for_user(self, user_id: str, endpoint_id: str) -> WebhookEndpoint | None:
         self._transaction.require_active()
-        owner, id_ = _canonical_or_none(user_id), _canonical_or_none(endpoint_id)
+        owner, id_ = canonical_or_none(user_id), canonical_or_none(endpoint_id)
         row = None if id_ is None else self._endpoints.get(id_)
         return row if row is not None and row.user_id == owner else None
 
     async def list_for_user(self, user_id: str) -> list[WebhookEndpoint]:
         self._transaction.require_active()
-        owner = _canonical_or_none(user_id)
+        owner = canonical_or_none(user_id)
         mine = [row for row in self._endpoints.rows() if row is not None and row.user_id == owner]
         return sorted(mine, key=lambda row: row.id, reverse=True)
 
     async def list_subscribed(self, user_id: str, event_type: str) -> list[WebhookEndpoint]:
         self._transaction.require_active()
-        owner = _canonical_or_none(user_id)
+        owner = canonical_or_none(user_id)
         subscribed = [
             row
             for row in self._endpoints.rows()
@@ -111,7 +111,7 @@ class MemoryWebhookEndpointRepository:
 
     async def delete(self, user_id: str, endpoint_id: str) -> bool:
         self._transaction.require_active()
-        owner, id_ = _canonical_or_none(user_id), _canonical_or_none(endpoint_id)
+        owner, id_ = canonical_or_none(user_id), canonical_or_none(endpoint_id)
         if owner is None or id_ is None:
             return False
 
@@ -166,8 +166,8 @@ class MemoryWebhookSecretRepository:
             owner=SecretOwner(version.owner),
             owner_id=str(uuid.UUID(version.owner_id)),
             user_id=str(uuid.UUID(version.user_id)),
-            created_at=_utc(version.created_at, "created_at"),
-            expires_at=_utc_or_none(version.expires_at, "expires_at"),
+            created_at=utc(version.created_at, "created_at"),
+            expires_at=utc_or_none(version.expires_at, "expires_at"),
         )
         if self._users.get(stored.user_id) is None:
             raise ValueError(f"no user {version.user_id} to own the webhook secret")
@@ -186,7 +186,7 @@ class MemoryWebhookSecretRepository:
 
     async def current_for_update(self, owner: SecretOwner, owner_id: str) -> WebhookSecretVersion | None:
         self._transaction.require_active()
-        id_ = _canonical_or_none(owner_id)
+        id_ = canonical_or_none(owner_id)
         if id_ is None:
             return None
         key = (SecretOwner(owner), id_)
@@ -204,8 +204,8 @@ class MemoryWebhookSecretRepository:
 
     async def update(self, version: WebhookSecretVersion) -> None:
         self._transaction.require_active()
-        id_ = _canonical_or_none(version.id)
-        expires_at = _utc_or_none(version.expires_at, "expires_at")
+        id_ = canonical_or_none(version.id)
+        expires_at = utc_or_none(version.expires_at, "expires_at")
         row = None if id_ is None else self._secrets.get(id_)
         if id_ is None or row is None:
             return
@@ -226,8 +226,8 @@ class MemoryWebhookSecretRepository:
 
     async def live(self, owner: SecretOwner, owner_id: str, now: datetime) -> list[WebhookSecretVersion]:
         self._transaction.require_active()
-        at = _utc(now, "now")
-        id_ = _canonical_or_none(owner_id)
+        at = utc(now, "now")
+        id_ = canonical_or_none(owner_id)
         if id_ is None:
             return []
         key = (SecretOwner(owner), id_)
@@ -235,7 +235,7 @@ class MemoryWebhookSecretRepository:
 
     async def delete_expired(self, before: datetime) -> int:
         self._transaction.require_active()
-        at = _utc(before, "before")
+        at = utc(before, "before")
         committed = self._secrets.table.rows
         # Committed tombstones are the same as absent rows: dropping them changes nothing visible.
         for slot in [slot for slot, row in committed.items() if row is None]:
@@ -297,13 +297,13 @@ class MemoryWebhookDeliveryRepository:
 
     async def get_for_user(self, user_id: str, delivery_id: str) -> WebhookDelivery | None:
         self._transaction.require_active()
-        owner, id_ = _canonical_or_none(user_id), _canonical_or_none(delivery_id)
+        owner, id_ = canonical_or_none(user_id), canonical_or_none(delivery_id)
         row = None if id_ is None else self._deliveries.get(id_)
         return row if row is not None and row.user_id == owner else None
 
     async def get_for_update(self, delivery_id: str) -> WebhookDelivery | None:
         self._transaction.require_active()
-        id_ = _canonical_or_none(delivery_id)
+        id_ = canonical_or_none(delivery_id)
         if id_ is None or self._deliveries.get(id_) is None:
             return None
         lock = self._deliveries.row_lock(id_)
@@ -315,9 +315,9 @@ class MemoryWebhookDeliveryRepository:
         self, user_id: str, endpoint_id: str, *, after: str | None, limit: int
     ) -> list[WebhookDelivery]:
         self._transaction.require_active()
-        _check_limit(limit)
-        owner, endpoint = _canonical_or_none(user_id), _canonical_or_none(endpoint_id)
-        before_id = None if after is None else _canonical_or_none(after)
+        check_limit(limit)
+        owner, endpoint = canonical_or_none(user_id), canonical_or_none(endpoint_id)
+        before_id = None if after is None else canonical_or_none(after)
         if owner is None or endpoint is None or (after is not None and before_id is None):
             return []
         page = [
@@ -331,9 +331,9 @@ class MemoryWebhookDeliveryRepository:
 
     async def claim_due(self, now: datetime, limit: int, lease_until: datetime) -> list[WebhookDelivery]:
         self._transaction.require_active()
-        _check_limit(limit)
-        at = _utc(now, "now")
-        lease = _utc(lease_until, "lease_until")
+        check_limit(limit)
+        at = utc(now, "now")
+        lease = utc(lease_until, "lease_until")
         due = sorted(
             (row for row in self._deliveries.rows() if row.is_due(at)),
             key=lambda row: (row.next_attempt_at or at, row.id),
@@ -355,9 +355,9 @@ class MemoryWebhookDeliveryRepository:
         self, delivery_id: str, attempt: int, dispatched_until: datetime, lease_until: datetime
     ) -> WebhookDelivery | None:
         self._transaction.require_active()
-        dispatch = _utc(dispatched_until, "dispatched_until")
-        lease = _utc(lease_until, "lease_until")
-        id_ = _canonical_or_none(delivery_id)
+        dispatch = utc(dispatched_until, "dispatched_until")
+        lease = utc(lease_until, "lease_until")
+        id_ = canonical_or_none(delivery_id)
         if id_ is None:
             return None
 
@@ -396,8 +396,8 @@ class MemoryWebhookDeliveryRepository:
 
     async def cancel_pending_for_endpoint(self, endpoint_id: str, reason: str, now: datetime) -> int:
         self._transaction.require_active()
-        at = _utc(now, "now")
-        id_ = _canonical_or_none(endpoint_id)
+        at = utc(now, "now")
+        id_ = canonical_or_none(endpoint_id)
         if id_ is None:
             return 0
 
@@ -460,8 +460,8 @@ def _stored_endpoint(endpoint: WebhookEndpoint) -> WebhookEndpoint:
         user_id=str(uuid.UUID(endpoint.user_id)),
         events=tuple(endpoint.events),
         status=EndpointStatus(endpoint.status),
-        created_at=_utc(endpoint.created_at, "created_at"),
-        updated_at=_utc(endpoint.updated_at, "updated_at"),
+        created_at=utc(endpoint.created_at, "created_at"),
+        updated_at=utc(endpoint.updated_at, "updated_at"),
     )
 
 
@@ -483,13 +483,13 @@ def _stored_delivery(delivery: WebhookDelivery) -> WebhookDelivery:
         user_id=str(uuid.UUID(d.user_id)),
         endpoint_id=None if d.endpoint_id is None else str(uuid.UUID(d.endpoint_id)),
         status=status,
-        event_occurred_at=_utc(d.event_occurred_at, "event_occurred_at"),
-        next_attempt_at=_utc_or_none(d.next_attempt_at, "next_attempt_at"),
-        last_attempt_at=_utc_or_none(d.last_attempt_at, "last_attempt_at"),
-        delivered_at=_utc_or_none(d.delivered_at, "delivered_at"),
-        locked_until=_utc_or_none(d.locked_until, "locked_until"),
-        created_at=_utc(d.created_at, "created_at"),
-        updated_at=_utc(d.updated_at, "updated_at"),
+        event_occurred_at=utc(d.event_occurred_at, "event_occurred_at"),
+        next_attempt_at=utc_or_none(d.next_attempt_at, "next_attempt_at"),
+        last_attempt_at=utc_or_none(d.last_attempt_at, "last_attempt_at"),
+        delivered_at=utc_or_none(d.delivered_at, "delivered_at"),
+        locked_until=utc_or_none(d.locked_until, "locked_until"),
+        created_at=utc(d.created_at, "created_at"),
+        updated_at=utc(d.updated_at, "updated_at"),
     )
 
 
@@ -497,23 +497,3 @@ def _present(row: WebhookEndpoint | None) -> WebhookEndpoint:
     if row is None:  # `update_where` only changes rows that exist
         raise RuntimeError("a deleted webhook endpoint cannot change")
     return row
-
-
-def _canonical_or_none(text: str) -> str | None:
-    """The id as PostgreSQL prints a `uuid`, or None when it is not an id (it then matches nothing)."""
-    return str(uuid.UUID(text)) if is_id(text) else None
-
-
-def _check_limit(limit: int) -> None:
-    if limit < 0:
-        raise ValueError("limit must not be negative")
-
-
-def _utc(moment: datetime, name: str) -> datetime:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware")
-    return moment.astimezone(UTC)
-
-
-def _utc_or_none(moment: datetime | None, name: str) -> datetime | None:
-    return None if moment is None else _utc(moment, name)

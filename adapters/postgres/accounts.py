@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, LiteralString
 import msgspec
 from psycopg import errors, sql
 
+from adapters.postgres.row_values import aware, aware_or_none, check_limit, utc_or_none
 from core.accounts.api_keys import ApiKey
 from core.accounts.audit import AuditAction, AuditRecord
 from core.accounts.tokens import OneTimeToken, TokenPurpose
@@ -69,8 +70,8 @@ class PostgresUserRepository:
                 user.email_verified,
                 user.password_hash,
                 user.plan,
-                _aware(user.created_at, "created_at"),
-                _aware(user.updated_at, "updated_at"),
+                aware(user.created_at, "created_at"),
+                aware(user.updated_at, "updated_at"),
             ),
         )
         if cursor.rowcount == 1:
@@ -121,7 +122,7 @@ class PostgresUserRepository:
                         user.email_verified,
                         user.password_hash,
                         user.plan,
-                        _aware(user.updated_at, "updated_at"),
+                        aware(user.updated_at, "updated_at"),
                         id_,
                     ),
                 )
@@ -138,7 +139,7 @@ class PostgresUserRepository:
         after: str | None = None,
         limit: int,
     ) -> list[User]:
-        _check_limit(limit)
+        check_limit(limit)
         conditions: list[LiteralString] = []
         params: list[Any] = []
         if email:
@@ -184,10 +185,10 @@ class PostgresApiKeyRepository:
                     key.key_hash,
                     list(key.scopes),
                     list(key.allowed_ips),
-                    _aware(key.created_at, "created_at"),
-                    _aware_or_none(key.expires_at, "expires_at"),
-                    _aware_or_none(key.last_used_at, "last_used_at"),
-                    _aware_or_none(key.revoked_at, "revoked_at"),
+                    aware(key.created_at, "created_at"),
+                    aware_or_none(key.expires_at, "expires_at"),
+                    aware_or_none(key.last_used_at, "last_used_at"),
+                    aware_or_none(key.revoked_at, "revoked_at"),
                 ),
             )
         except errors.ForeignKeyViolation as error:
@@ -217,7 +218,7 @@ class PostgresApiKeyRepository:
         return [_api_key(row) for row in await cursor.fetchall()]
 
     async def revoke(self, user_id: str, key_id: str, at: datetime) -> bool:
-        revoked_at = _aware(at, "at")
+        revoked_at = aware(at, "at")
         owner, id_ = _uuid_or_none(user_id), _uuid_or_none(key_id)
         if owner is None or id_ is None:
             return False
@@ -228,7 +229,7 @@ class PostgresApiKeyRepository:
         return cursor.rowcount == 1
 
     async def touch(self, key_id: str, at: datetime) -> None:
-        used_at = _aware(at, "at")
+        used_at = aware(at, "at")
         id_ = _uuid_or_none(key_id)
         if id_ is None:
             return
@@ -260,9 +261,9 @@ class PostgresTokenRepository:
                     token.token_hash,
                     token.purpose.value,
                     uuid.UUID(token.user_id),
-                    _aware(token.created_at, "created_at"),
-                    _aware(token.expires_at, "expires_at"),
-                    _aware_or_none(token.used_at, "used_at"),
+                    aware(token.created_at, "created_at"),
+                    aware(token.expires_at, "expires_at"),
+                    aware_or_none(token.used_at, "used_at"),
                 ),
             )
         except errors.ForeignKeyViolation as error:
@@ -271,7 +272,7 @@ class PostgresTokenRepository:
             raise DomainError(ErrorCode.CONFLICT, "Token already exists")
 
     async def consume(self, token_hash: str, purpose: TokenPurpose, now: datetime) -> OneTimeToken | None:
-        at = _aware(now, "now")
+        at = aware(now, "now")
         # One statement: a concurrent consumer waits on the row lock, then re-checks `used_at IS
         # NULL` against the committed row and finds nothing.
         cursor = await self._uow.connection.execute(
@@ -286,7 +287,7 @@ class PostgresTokenRepository:
         return None if row is None else _token(row)
 
     async def revoke_for_user(self, user_id: str, purpose: TokenPurpose, at: datetime) -> int:
-        used_at = _aware(at, "at")
+        used_at = aware(at, "at")
         owner = _uuid_or_none(user_id)
         if owner is None:
             return 0
@@ -315,7 +316,7 @@ class PostgresAuditRepository:
             """,
             (
                 uuid.UUID(record.id),
-                _aware(record.occurred_at, "occurred_at"),
+                aware(record.occurred_at, "occurred_at"),
                 record.action.value,
                 record.actor_id,
                 record.target_type,
@@ -337,7 +338,7 @@ class PostgresAuditRepository:
         after: str | None = None,
         limit: int,
     ) -> list[AuditRecord]:
-        _check_limit(limit)
+        check_limit(limit)
         conditions: list[LiteralString] = []
         params: list[Any] = []
         if action is not None:
@@ -411,9 +412,9 @@ def _api_key(row: Sequence[Any]) -> ApiKey:
         scopes=list(scopes),
         allowed_ips=list(allowed_ips),
         created_at=created_at.astimezone(UTC),
-        expires_at=_utc_or_none(expires_at),
-        last_used_at=_utc_or_none(last_used_at),
-        revoked_at=_utc_or_none(revoked_at),
+        expires_at=utc_or_none(expires_at),
+        last_used_at=utc_or_none(last_used_at),
+        revoked_at=utc_or_none(revoked_at),
     )
 
 
@@ -425,7 +426,7 @@ def _token(row: Sequence[Any]) -> OneTimeToken:
         user_id=str(user_id),
         created_at=created_at.astimezone(UTC),
         expires_at=expires_at.astimezone(UTC),
-        used_at=_utc_or_none(used_at),
+        used_at=utc_or_none(used_at),
     )
 
 
@@ -464,22 +465,3 @@ def _cursor_id(after: str) -> uuid.UUID:
     if id_ is None:
         raise DomainError(ErrorCode.INVALID_CURSOR, "The cursor is not one this API made")
     return id_
-
-
-def _check_limit(limit: int) -> None:
-    if limit < 0:
-        raise ValueError("limit must not be negative")
-
-
-def _aware(moment: datetime, name: str) -> datetime:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware")
-    return moment
-
-
-def _aware_or_none(moment: datetime | None, name: str) -> datetime | None:
-    return None if moment is None else _aware(moment, name)
-
-
-def _utc_or_none(moment: datetime | None) -> datetime | None:
-    return None if moment is None else moment.astimezone(UTC)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from psycopg import errors
 
+from adapters.postgres.row_values import aware, check_limit
 from core.billing.charges import Charge, ChargeKind
 from core.billing.subscriptions import Subscription, SubscriptionStatus
 from core.billing.usage import (
@@ -73,8 +74,8 @@ class PostgresSubscriptionRepository:
                     subscription.cancel_at_period_end,
                     subscription.scheduled_plan,
                     subscription.trial_end,
-                    _aware(subscription.created_at, "created_at"),
-                    _aware(subscription.updated_at, "updated_at"),
+                    aware(subscription.created_at, "created_at"),
+                    aware(subscription.updated_at, "updated_at"),
                 ),
             )
         except errors.ForeignKeyViolation as error:
@@ -110,13 +111,13 @@ class PostgresSubscriptionRepository:
                 subscription.cancel_at_period_end,
                 subscription.scheduled_plan,
                 subscription.trial_end,
-                _aware(subscription.updated_at, "updated_at"),
+                aware(subscription.updated_at, "updated_at"),
                 id_,
             ),
         )
 
     async def claim_due(self, now: datetime, limit: int) -> list[Subscription]:
-        _check_limit(limit)
+        check_limit(limit)
         cursor = await self._uow.connection.execute(
             f"""
             SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions
@@ -125,7 +126,7 @@ class PostgresSubscriptionRepository:
             LIMIT %s
             FOR UPDATE SKIP LOCKED
             """,
-            (_aware(now, "now"), limit),
+            (aware(now, "now"), limit),
         )
         return [_subscription(row) for row in await cursor.fetchall()]
 
@@ -165,9 +166,9 @@ class PostgresChargeRepository:
                     ChargeKind(charge.kind).value,
                     charge.amount_cents,
                     charge.currency,
-                    _aware(charge.period_start, "period_start"),
-                    _aware(charge.period_end, "period_end"),
-                    _aware(charge.created_at, "created_at"),
+                    aware(charge.period_start, "period_start"),
+                    aware(charge.period_end, "period_end"),
+                    aware(charge.created_at, "created_at"),
                 ),
             )
         except errors.ForeignKeyViolation as error:
@@ -176,7 +177,7 @@ class PostgresChargeRepository:
             raise DomainError(ErrorCode.CONFLICT, "Charge already exists", charge_id=charge.id)
 
     async def list_for_user(self, user_id: str, *, limit: int) -> list[Charge]:
-        _check_limit(limit)
+        check_limit(limit)
         owner = _uuid_or_none(user_id)
         if owner is None:
             return []
@@ -266,7 +267,7 @@ class PostgresUsageRepository:
         )
 
     async def release(self, reservation_id: str, *, refund: bool, at: datetime) -> QuotaReservation | None:
-        finished_at = _aware(at, "at")
+        finished_at = aware(at, "at")
         id_ = _uuid_or_none(reservation_id)
         if id_ is None:
             return None
@@ -299,7 +300,7 @@ class PostgresUsageRepository:
             return None
         cursor = await self._uow.connection.execute(
             f"SELECT {_PERIOD_COLUMNS} FROM usage_periods WHERE user_id = %s AND period_start = %s",
-            (id_, _aware(period_start, "period_start")),
+            (id_, aware(period_start, "period_start")),
         )
         row = await cursor.fetchone()
         return None if row is None else _usage_period(row)
@@ -326,7 +327,7 @@ class PostgresUsageRepository:
             WHERE user_id = %(user_id)s AND period_start = %(period_start)s
               AND NOT (%(percent)s::integer = ANY (thresholds_reached))
             """,
-            {"percent": percent, "user_id": id_, "period_start": _aware(period_start, "period_start")},
+            {"percent": percent, "user_id": id_, "period_start": aware(period_start, "period_start")},
         )
         return cursor.rowcount == 1
 
@@ -364,18 +365,18 @@ def _refusal(
 
 
 def _check_subscription(subscription: Subscription) -> None:
-    _aware(subscription.current_period_start, "current_period_start")
-    _aware(subscription.current_period_end, "current_period_end")
+    aware(subscription.current_period_start, "current_period_start")
+    aware(subscription.current_period_end, "current_period_end")
     if subscription.trial_end is not None:
-        _aware(subscription.trial_end, "trial_end")
+        aware(subscription.trial_end, "trial_end")
     if subscription.current_period_end <= subscription.current_period_start:
         raise ValueError("current_period_end must be after current_period_start")
 
 
 def _check_new_reservation(reservation: QuotaReservation, period_end: datetime) -> None:
-    _aware(reservation.period_start, "period_start")
-    _aware(reservation.created_at, "created_at")
-    _aware(period_end, "period_end")
+    aware(reservation.period_start, "period_start")
+    aware(reservation.created_at, "created_at")
+    aware(period_end, "period_end")
     if reservation.status != ReservationStatus.RESERVED:
         raise ValueError("a new reservation must be `reserved`")
     if reservation.images < 1:
@@ -463,14 +464,3 @@ def _empty_period(user_id: str, period_start: datetime, period_end: datetime) ->
 
 def _uuid_or_none(text: str) -> uuid.UUID | None:
     return uuid.UUID(text) if is_id(text) else None
-
-
-def _check_limit(limit: int) -> None:
-    if limit < 0:
-        raise ValueError("limit must not be negative")
-
-
-def _aware(moment: datetime, name: str) -> datetime:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware")
-    return moment

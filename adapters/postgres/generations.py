@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from psycopg import errors
 
+from adapters.postgres.row_values import aware, check_limit, utc_or_none
 from core.errors import DomainError, ErrorCode
 from core.generations.generation import ACTIVE_STATUSES, GeneratedImage, Generation, GenerationStatus
 from core.generations.uploads import Upload
@@ -155,7 +156,7 @@ class PostgresGenerationRepository:
         after: str | None = None,
         limit: int,
     ) -> list[Generation]:
-        _check_limit(limit)
+        check_limit(limit)
         owner = _uuid_or_none(user_id)
         after_id = None if after is None else _uuid_or_none(after)
         if owner is None or (after is not None and after_id is None):
@@ -174,8 +175,8 @@ class PostgresGenerationRepository:
         )
 
     async def list_stuck(self, now: datetime, older_than: timedelta, limit: int) -> list[Generation]:
-        _check_limit(limit)
-        since = _aware(now, "now") - older_than
+        check_limit(limit)
+        since = aware(now, "now") - older_than
         # The condition repeats the partial index's predicate, so the planner can use it.
         return await self._select(
             "WHERE status IN ('queued', 'running') AND updated_at <= %s ORDER BY updated_at, id LIMIT %s",
@@ -183,11 +184,11 @@ class PostgresGenerationRepository:
         )
 
     async def list_expired_images(self, before: datetime, limit: int) -> list[Generation]:
-        _check_limit(limit)
+        check_limit(limit)
         return await self._select(
             "WHERE status = 'succeeded' AND images_expired_at IS NULL AND images_expire_at <= %s"
             " ORDER BY images_expire_at, id LIMIT %s",
-            (_aware(before, "before"), limit),
+            (aware(before, "before"), limit),
         )
 
     async def _select(self, where: str, params: Sequence[Any]) -> list[Generation]:
@@ -235,7 +236,7 @@ class PostgresUploadRepository:
         self._uow = uow
 
     async def add(self, upload: Upload) -> None:
-        _aware(upload.created_at, "created_at")
+        aware(upload.created_at, "created_at")
         conn = self._uow.connection
         try:
             async with conn.transaction():
@@ -292,7 +293,7 @@ class PostgresIdempotencyRepository:
     async def claim(self, record: IdempotencyRecord) -> IdempotencyRecord | None:
         if IdempotencyStatus(record.status) is not IdempotencyStatus.IN_PROGRESS:
             raise ValueError("a claimed record must be in progress")
-        created_at = _aware(record.created_at, "created_at")
+        created_at = aware(record.created_at, "created_at")
         conn = self._uow.connection
         try:
             async with conn.transaction():
@@ -315,7 +316,7 @@ class PostgresIdempotencyRepository:
                         record.key,
                         record.fingerprint,
                         created_at,
-                        _aware(record.expires_at, "expires_at"),
+                        aware(record.expires_at, "expires_at"),
                     ),
                 )
                 stored = await cursor.fetchone()
@@ -379,7 +380,7 @@ class PostgresIdempotencyRepository:
         return cursor.rowcount == 1
 
     async def delete_expired(self, now: datetime, limit: int = 1000) -> int:
-        _check_limit(limit)
+        check_limit(limit)
         cursor = await self._uow.connection.execute(
             """
             DELETE FROM idempotency_keys
@@ -388,7 +389,7 @@ class PostgresIdempotencyRepository:
                 ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED
             )
             """,
-            (_aware(now, "now"), limit),
+            (aware(now, "now"), limit),
         )
         return cursor.rowcount
 
@@ -443,11 +444,11 @@ def _generation(row: Sequence[Any], images: list[GeneratedImage]) -> Generation:
         attempts=attempts,
         created_at=created_at.astimezone(UTC),
         updated_at=updated_at.astimezone(UTC),
-        started_at=_utc_or_none(started_at),
-        finished_at=_utc_or_none(finished_at),
+        started_at=utc_or_none(started_at),
+        finished_at=utc_or_none(finished_at),
         images=tuple(images),
-        images_expire_at=_utc_or_none(images_expire_at),
-        images_expired_at=_utc_or_none(images_expired_at),
+        images_expire_at=utc_or_none(images_expire_at),
+        images_expired_at=utc_or_none(images_expired_at),
     )
 
 
@@ -505,23 +506,8 @@ def _aware_generation(generation: Generation) -> None:
     ):
         moment = getattr(generation, name)
         if moment is not None:
-            _aware(moment, name)
+            aware(moment, name)
 
 
 def _uuid_or_none(text: str) -> uuid.UUID | None:
     return uuid.UUID(text) if is_id(text) else None
-
-
-def _check_limit(limit: int) -> None:
-    if limit < 0:
-        raise ValueError("limit must not be negative")
-
-
-def _aware(moment: datetime, name: str) -> datetime:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware")
-    return moment
-
-
-def _utc_or_none(moment: datetime | None) -> datetime | None:
-    return None if moment is None else moment.astimezone(UTC)

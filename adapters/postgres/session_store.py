@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from adapters.postgres.pool import PostgresPool
+from adapters.postgres.row_values import aware
 from core.accounts.sessions import Session
 
 _COLUMNS: Final = (
@@ -36,9 +37,9 @@ class PostgresSessionStore:
                     session.id,
                     session.user_id,
                     session.token_hash,
-                    _aware(session.created_at, "created_at"),
-                    _aware(session.last_seen_at, "last_seen_at"),
-                    _aware(session.expires_at, "expires_at"),
+                    aware(session.created_at, "created_at"),
+                    aware(session.last_seen_at, "last_seen_at"),
+                    aware(session.expires_at, "expires_at"),
                     session.idle_timeout_seconds,
                     session.ip,
                     session.user_agent,
@@ -57,7 +58,7 @@ class PostgresSessionStore:
         async with self._pool.connection() as conn:
             await conn.execute(
                 "UPDATE sessions SET last_seen_at = %s WHERE token_hash = %s",
-                (_aware(last_seen_at, "last_seen_at"), token_hash),
+                (aware(last_seen_at, "last_seen_at"), token_hash),
             )
 
     async def list_for_user(self, user_id: str) -> list[Session]:
@@ -103,7 +104,7 @@ class PostgresSessionStore:
                 WHERE expires_at <= %(now)s
                    OR last_seen_at + make_interval(secs => idle_timeout_seconds) <= %(now)s
                 """,
-                {"now": _aware(now, "now")},
+                {"now": aware(now, "now")},
             )
             return cursor.rowcount
 
@@ -134,9 +135,3 @@ def _is_uuid(text: str) -> bool:
         return str(uuid.UUID(text)) == text
     except ValueError:
         return False
-
-
-def _aware(moment: datetime, name: str) -> datetime:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware")
-    return moment

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from psycopg import errors
 
+from adapters.postgres.row_values import aware, aware_or_none, check_limit, utc_or_none
 from core.errors import DomainError, ErrorCode
 from core.identifiers import is_id
 from core.webhooks.deliveries import MAX_ERROR_LENGTH, DeliveryStatus, WebhookDelivery
@@ -157,8 +158,8 @@ class PostgresWebhookSecretRepository:
 
     async def add(self, version: WebhookSecretVersion) -> bool:
         v = version
-        _aware(v.created_at, "created_at")
-        _aware_or_none(v.expires_at, "expires_at")
+        aware(v.created_at, "created_at")
+        aware_or_none(v.expires_at, "expires_at")
         conn = self._uow.connection
         try:
             async with conn.transaction():
@@ -223,7 +224,7 @@ class PostgresWebhookSecretRepository:
             async with conn.transaction():
                 await conn.execute(
                     "UPDATE webhook_secrets SET expires_at = %s WHERE id = %s",
-                    (_aware_or_none(version.expires_at, "expires_at"), id_),
+                    (aware_or_none(version.expires_at, "expires_at"), id_),
                 )
         except errors.UniqueViolation as error:
             raise ValueError("the owner has a current webhook secret version already") from error
@@ -238,14 +239,14 @@ class PostgresWebhookSecretRepository:
             WHERE owner = %s AND owner_id = %s AND (expires_at IS NULL OR expires_at > %s)
             ORDER BY created_at DESC, id DESC
             """,
-            (SecretOwner(owner).value, id_, _aware(now, "now")),
+            (SecretOwner(owner).value, id_, aware(now, "now")),
         )
         return [_secret(row) for row in await cursor.fetchall()]
 
     async def delete_expired(self, before: datetime) -> int:
         # `<=`: a version whose end is `before` no longer signs at `before` (`live` leaves it out).
         cursor = await self._uow.connection.execute(
-            "DELETE FROM webhook_secrets WHERE expires_at <= %s", (_aware(before, "before"),)
+            "DELETE FROM webhook_secrets WHERE expires_at <= %s", (aware(before, "before"),)
         )
         return cursor.rowcount
 
@@ -331,7 +332,7 @@ class PostgresWebhookDeliveryRepository:
     async def list_for_endpoint(
         self, user_id: str, endpoint_id: str, *, after: str | None, limit: int
     ) -> list[WebhookDelivery]:
-        _check_limit(limit)
+        check_limit(limit)
         owner, endpoint = _uuid_or_none(user_id), _uuid_or_none(endpoint_id)
         after_id = None if after is None else _uuid_or_none(after)
         if owner is None or endpoint is None or (after is not None and after_id is None):
@@ -347,8 +348,8 @@ class PostgresWebhookDeliveryRepository:
         )
 
     async def claim_due(self, now: datetime, limit: int, lease_until: datetime) -> list[WebhookDelivery]:
-        _check_limit(limit)
-        at = _aware(now, "now")
+        check_limit(limit)
+        at = aware(now, "now")
         # The subquery repeats the partial index's predicate and order, so it reads the due rows
         # only; SKIP LOCKED passes over rows another dispatcher is claiming right now.
         cursor = await self._uow.connection.execute(
@@ -364,7 +365,7 @@ class PostgresWebhookDeliveryRepository:
             )
             RETURNING {_DELIVERY_COLUMNS}
             """,
-            (_aware(lease_until, "lease_until"), at, at, limit),
+            (aware(lease_until, "lease_until"), at, at, limit),
         )
         claimed = [_delivery(row) for row in await cursor.fetchall()]
         # RETURNING keeps no order; the port promises earliest due first.
@@ -374,8 +375,8 @@ class PostgresWebhookDeliveryRepository:
         self, delivery_id: str, attempt: int, dispatched_until: datetime, lease_until: datetime
     ) -> WebhookDelivery | None:
         id_ = _uuid_or_none(delivery_id)
-        dispatch = _aware(dispatched_until, "dispatched_until")
-        lease = _aware(lease_until, "lease_until")
+        dispatch = aware(dispatched_until, "dispatched_until")
+        lease = aware(lease_until, "lease_until")
         if id_ is None:
             return None
         # A compare-and-set in one statement: a concurrent job waits for the row and then finds the
@@ -423,7 +424,7 @@ class PostgresWebhookDeliveryRepository:
 
     async def cancel_pending_for_endpoint(self, endpoint_id: str, reason: str, now: datetime) -> int:
         id_ = _uuid_or_none(endpoint_id)
-        at = _aware(now, "now")
+        at = aware(now, "now")
         if id_ is None:
             return 0
         # What `core.webhooks.deliveries.canceled` does to each row, in one statement.
@@ -469,7 +470,7 @@ def _secret(row: Sequence[Any]) -> WebhookSecretVersion:
         key_version=key_version,
         salt=salt,
         created_at=created_at.astimezone(UTC),
-        expires_at=_utc_or_none(expires_at),
+        expires_at=utc_or_none(expires_at),
     )
 
 
@@ -507,12 +508,12 @@ def _delivery(row: Sequence[Any]) -> WebhookDelivery:
         status=DeliveryStatus(status),
         attempts=attempts,
         max_attempts=max_attempts,
-        next_attempt_at=_utc_or_none(next_attempt_at),
+        next_attempt_at=utc_or_none(next_attempt_at),
         last_status_code=last_status_code,
         last_error=last_error,
-        last_attempt_at=_utc_or_none(last_attempt_at),
-        delivered_at=_utc_or_none(delivered_at),
-        locked_until=_utc_or_none(locked_until),
+        last_attempt_at=utc_or_none(last_attempt_at),
+        delivered_at=utc_or_none(delivered_at),
+        locked_until=utc_or_none(locked_until),
         created_at=created_at.astimezone(UTC),
         updated_at=updated_at.astimezone(UTC),
     )
@@ -531,8 +532,8 @@ def _check_endpoint(endpoint: WebhookEndpoint) -> None:
     EndpointStatus(endpoint.status)
     if not 1 <= len(endpoint.url) <= MAX_URL_LENGTH:
         raise ValueError(f"a webhook URL has 1..{MAX_URL_LENGTH} characters")
-    _aware(endpoint.created_at, "created_at")
-    _aware(endpoint.updated_at, "updated_at")
+    aware(endpoint.created_at, "created_at")
+    aware(endpoint.updated_at, "updated_at")
 
 
 def _check_delivery(delivery: WebhookDelivery) -> None:
@@ -550,29 +551,10 @@ def _check_delivery(delivery: WebhookDelivery) -> None:
     if d.endpoint_id is not None and not is_id(d.endpoint_id):
         raise ValueError("endpoint_id must be an id")
     for name in ("event_occurred_at", "created_at", "updated_at"):
-        _aware(getattr(d, name), name)
+        aware(getattr(d, name), name)
     for name in ("next_attempt_at", "last_attempt_at", "delivered_at", "locked_until"):
-        _aware_or_none(getattr(d, name), name)
+        aware_or_none(getattr(d, name), name)
 
 
 def _uuid_or_none(text: str) -> uuid.UUID | None:
     return uuid.UUID(text) if is_id(text) else None
-
-
-def _check_limit(limit: int) -> None:
-    if limit < 0:
-        raise ValueError("limit must not be negative")
-
-
-def _aware(moment: datetime, name: str) -> datetime:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware")
-    return moment
-
-
-def _aware_or_none(moment: datetime | None, name: str) -> datetime | None:
-    return None if moment is None else _aware(moment, name)
-
-
-def _utc_or_none(moment: datetime | None) -> datetime | None:
-    return None if moment is None else moment.astimezone(UTC)
