@@ -9,7 +9,6 @@ two concurrent claims of one key exactly one wins.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
@@ -33,55 +32,12 @@ from core.generations.generation import (
 from core.generations.uploads import Upload, upload_blob_key
 from core.idempotency import IdempotencyRecord, IdempotencyStatus, new_record
 from core.ports import Database, UnitOfWork
-from tests.support.billing_data import T0, add_users, make_user, open_database
+from tests.support.billing_data import T0, make_user
+from tests.support.units_of_work import committed, read
 
 T = TypeVar("T")
 NOT_A_UUID = "not-a-uuid"
 SHA = "0123456789abcdef" * 4
-
-
-@pytest.fixture(params=["memory", "postgres"])
-def backend_url(request: pytest.FixtureRequest) -> str | None:
-    """None for the in-memory fake; a fresh PostgreSQL schema's URL otherwise."""
-    return None if request.param == "memory" else request.getfixturevalue("postgres_url")
-
-
-@pytest.fixture
-async def db(backend_url: str | None) -> AsyncIterator[Database]:
-    async with open_database(backend_url) as database:
-        yield database
-
-
-@pytest.fixture
-def ids() -> SequentialIds:
-    return SequentialIds()
-
-
-@pytest.fixture
-async def ada(db: Database, ids: SequentialIds) -> User:
-    user = make_user(ids, "ada@example.com")
-    await add_users(db, user)
-    return user
-
-
-@pytest.fixture
-async def grace(db: Database, ids: SequentialIds) -> User:
-    user = make_user(ids, "grace@example.com")
-    await add_users(db, user)
-    return user
-
-
-async def committed(db: Database, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
-    async with db.unit_of_work() as uow:
-        result = await work(uow)
-        await uow.commit()
-    return result
-
-
-async def read(db: Database, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
-    """What a fresh unit of work sees now (rolled back)."""
-    async with db.unit_of_work() as uow:
-        return await work(uow)
 
 
 def make_generation(ids: SequentialIds, user: User, **changes: Any) -> Generation:

@@ -10,7 +10,6 @@ never claimed twice while leased, and disjoint between concurrent claimers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
@@ -35,59 +34,11 @@ from core.webhooks.deliveries import (
 from core.webhooks.endpoints import EndpointStatus, WebhookEndpoint
 from core.webhooks.signing_secrets import SecretOwner, WebhookSecretVersion, new_version, retire
 from tests.support.billing_data import T0, add_users, make_user, open_database
+from tests.support.units_of_work import committed, read, still_waiting
 
 T = TypeVar("T")
 NOT_A_UUID = "not-a-uuid"
 LEASE = timedelta(seconds=30)
-
-
-@pytest.fixture(params=["memory", "postgres"])
-def backend_url(request: pytest.FixtureRequest) -> str | None:
-    """None for the in-memory fake; a fresh PostgreSQL schema's URL otherwise."""
-    return None if request.param == "memory" else request.getfixturevalue("postgres_url")
-
-
-@pytest.fixture
-async def db(backend_url: str | None) -> AsyncIterator[Database]:
-    async with open_database(backend_url) as database:
-        yield database
-
-
-@pytest.fixture
-def ids() -> SequentialIds:
-    return SequentialIds()
-
-
-@pytest.fixture
-async def ada(db: Database, ids: SequentialIds) -> User:
-    user = make_user(ids, "ada@example.com")
-    await add_users(db, user)
-    return user
-
-
-@pytest.fixture
-async def grace(db: Database, ids: SequentialIds) -> User:
-    user = make_user(ids, "grace@example.com")
-    await add_users(db, user)
-    return user
-
-
-async def committed(db: Database, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
-    async with db.unit_of_work() as uow:
-        result = await work(uow)
-        await uow.commit()
-    return result
-
-
-async def read(db: Database, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
-    """What a fresh unit of work sees now (rolled back)."""
-    async with db.unit_of_work() as uow:
-        return await work(uow)
-
-
-async def still_waiting(task: asyncio.Task[Any]) -> bool:
-    await asyncio.sleep(0.1)  # long enough for an unlocked read to have finished
-    return not task.done()
 
 
 def at(seconds: float) -> datetime:
