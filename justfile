@@ -57,3 +57,7 @@ bench-auth *ARGS:
 # Generations completed per second end to end (real PostgreSQL and Valkey; one, then two `pictor worker`).
 bench-generations *ARGS:
     uv run --locked python benchmarks/generation_load.py {{ARGS}}
+
+# Domain events published per second through the outbox (real PostgreSQL; one, then two publishers; baseline without handlers).
+bench-outbox *ARGS:
+    uv run --locked python benchmarks/outbox_load.py {{ARGS}}
