@@ -771,9 +771,9 @@ class WebhookEndpointRepository(Protocol):
         """The user's endpoints, newest first."""
         ...
 
-    async def list_subscribed(self, user_id: str, event_type: str) -> list[WebhookEndpoint]:
-        """The user's active endpoints that want `event_type` (an empty filter wants every type),
-        oldest first."""
+    async def list_active_for_users(self, user_ids: Sequence[str]) -> dict[str, list[WebhookEndpoint]]:
+        """The active endpoints of each of `user_ids`, oldest first, by user (a user without any is
+        absent): the fan-out reads a whole batch's endpoints at once, then asks each `wants`."""
         ...
 
     async def update(self, endpoint: WebhookEndpoint) -> None:
@@ -822,6 +822,11 @@ class WebhookDeliveryRepository(Protocol):
     async def add(self, delivery: WebhookDelivery) -> bool:
         """Store a new delivery; False (nothing stored) when one exists for the same event and
         endpoint, or, without an endpoint, the same event and URL (a re-published event)."""
+        ...
+
+    async def add_many(self, deliveries: Sequence[WebhookDelivery]) -> int:
+        """Store new deliveries at once (the fan-out of a batch of events): like `add` for each,
+        those whose event and target exist already are skipped; returns how many were stored."""
         ...
 
     async def get_for_user(self, user_id: str, delivery_id: str) -> WebhookDelivery | None: ...

@@ -11,7 +11,7 @@ as PostgreSQL waits on a unique index. `claim_due` passes over rows another unit
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -83,15 +83,18 @@ class MemoryWebhookEndpointRepository:
         mine = [row for row in self._endpoints.rows() if row is not None and row.user_id == owner]
         return sorted(mine, key=lambda row: row.id, reverse=True)
 
-    async def list_subscribed(self, user_id: str, event_type: str) -> list[WebhookEndpoint]:
+    async def list_active_for_users(self, user_ids: Sequence[str]) -> dict[str, list[WebhookEndpoint]]:
         self._transaction.require_active()
-        owner = canonical_or_none(user_id)
-        subscribed = [
+        owners = {owner for owner in map(canonical_or_none, user_ids) if owner is not None}
+        by_user: dict[str, list[WebhookEndpoint]] = {}
+        active = (
             row
             for row in self._endpoints.rows()
-            if row is not None and row.user_id == owner and row.wants(event_type)
-        ]
-        return sorted(subscribed, key=lambda row: row.id)
+            if row is not None and row.user_id in owners and row.status is EndpointStatus.ACTIVE
+        )
+        for row in sorted(active, key=lambda row: row.id):
+            by_user.setdefault(row.user_id, []).append(row)
+        return by_user
 
     async def update(self, endpoint: WebhookEndpoint) -> None:
         self._transaction.require_active()
@@ -294,6 +297,9 @@ class MemoryWebhookDeliveryRepository:
         self._transaction.take(*locks)
         self._deliveries.put(stored.id, stored)
         return True
+
+    async def add_many(self, deliveries: Sequence[WebhookDelivery]) -> int:
+        return sum([await self.add(delivery) for delivery in deliveries])
 
     async def get_for_user(self, user_id: str, delivery_id: str) -> WebhookDelivery | None:
         self._transaction.require_active()

@@ -97,16 +97,16 @@ class PostgresWebhookEndpointRepository:
             return []
         return await self._select("WHERE user_id = %s ORDER BY id DESC", (owner,))
 
-    async def list_subscribed(self, user_id: str, event_type: str) -> list[WebhookEndpoint]:
-        owner = _uuid_or_none(user_id)
-        if owner is None:
-            return []
-        # The index finds the user's few endpoints; status and filter are checked on those rows.
-        return await self._select(
-            "WHERE user_id = %s AND status = 'active' AND (cardinality(events) = 0 OR %s = ANY(events))"
-            " ORDER BY id",
-            (owner, event_type),
-        )
+    async def list_active_for_users(self, user_ids: Sequence[str]) -> dict[str, list[WebhookEndpoint]]:
+        owners = [owner for owner in map(_uuid_or_none, user_ids) if owner is not None]
+        if not owners:
+            return {}
+        # The user index finds each user's few endpoints; the status is checked on those rows.
+        endpoints = await self._select("WHERE user_id = ANY(%s) AND status = 'active' ORDER BY id", (owners,))
+        by_user: dict[str, list[WebhookEndpoint]] = {}
+        for endpoint in endpoints:
+            by_user.setdefault(endpoint.user_id, []).append(endpoint)
+        return by_user
 
     async def update(self, endpoint: WebhookEndpoint) -> None:
         e = endpoint
@@ -277,27 +277,7 @@ class PostgresWebhookDeliveryRepository:
                     VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                     ON CONFLICT DO NOTHING
                     """,
-                    (
-                        uuid.UUID(d.id),
-                        uuid.UUID(d.user_id),
-                        endpoint_id,
-                        d.url,
-                        d.event_id,
-                        d.event_type,
-                        d.event_occurred_at,
-                        msgspec.json.encode(d.data).decode(),
-                        DeliveryStatus(d.status).value,
-                        d.attempts,
-                        d.max_attempts,
-                        d.next_attempt_at,
-                        d.last_status_code,
-                        d.last_error,
-                        d.last_attempt_at,
-                        d.delivered_at,
-                        d.locked_until,
-                        d.created_at,
-                        d.updated_at,
-                    ),
+                    _delivery_row(d),
                 )
         except errors.ForeignKeyViolation as error:
             raise ValueError(f"no user {d.user_id} to own the webhook delivery") from error
@@ -314,6 +294,28 @@ class PostgresWebhookDeliveryRepository:
         if same_id is not None and not _same_target(same_id, d.event_id, endpoint_id, d.url):
             raise DomainError(ErrorCode.CONFLICT, "Webhook delivery already exists", delivery_id=d.id)
         return False
+
+    async def add_many(self, deliveries: Sequence[WebhookDelivery]) -> int:
+        for d in deliveries:
+            _check_delivery(d)
+        if not deliveries:
+            return 0
+        # One pipelined statement per row, no savepoint: ON CONFLICT covers both unique indexes and
+        # the fan-out's ids are fresh, so nothing here can fail but a missing user (a caller's bug).
+        async with self._uow.connection.cursor() as cursor:
+            await cursor.executemany(
+                """
+                INSERT INTO webhook_deliveries (
+                    id, user_id, endpoint_id, url, event_id, event_type, event_occurred_at, data,
+                    status, attempts, max_attempts, next_attempt_at, last_status_code, last_error,
+                    last_attempt_at, delivered_at, locked_until, created_at, updated_at
+                )
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                ON CONFLICT DO NOTHING
+                """,
+                [_delivery_row(d) for d in deliveries],
+            )
+            return max(cursor.rowcount, 0)
 
     async def get_for_user(self, user_id: str, delivery_id: str) -> WebhookDelivery | None:
         owner, id_ = _uuid_or_none(user_id), _uuid_or_none(delivery_id)
@@ -558,3 +560,28 @@ def _check_delivery(delivery: WebhookDelivery) -> None:
 
 def _uuid_or_none(text: str) -> uuid.UUID | None:
     return uuid.UUID(text) if is_id(text) else None
+
+
+def _delivery_row(d: WebhookDelivery) -> tuple[Any, ...]:
+    """The INSERT parameters of a delivery, in the column order of `add`."""
+    return (
+        uuid.UUID(d.id),
+        uuid.UUID(d.user_id),
+        None if d.endpoint_id is None else uuid.UUID(d.endpoint_id),
+        d.url,
+        d.event_id,
+        d.event_type,
+        d.event_occurred_at,
+        msgspec.json.encode(d.data).decode(),
+        DeliveryStatus(d.status).value,
+        d.attempts,
+        d.max_attempts,
+        d.next_attempt_at,
+        d.last_status_code,
+        d.last_error,
+        d.last_attempt_at,
+        d.delivered_at,
+        d.locked_until,
+        d.created_at,
+        d.updated_at,
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 from core.events import DomainEvent, UndecodableEvent, from_outbox
 from core.jobs import JobSpec
@@ -25,7 +26,15 @@ class Publication:
         self.jobs.append(spec)
 
 
-EventHandler = Callable[[DomainEvent, Publication], Awaitable[None]]
+@runtime_checkable
+class BatchEventHandler(Protocol):
+    """A handler that takes a whole batch at once, to read and write for all its events in a few
+    statements (the webhook fan-out) rather than a few per event."""
+
+    async def handle_batch(self, events: Sequence[DomainEvent], publication: Publication) -> None: ...
+
+
+EventHandler = Callable[[DomainEvent, Publication], Awaitable[None]] | BatchEventHandler
 
 
 async def publish_outbox(
@@ -49,16 +58,20 @@ async def publish_outbox(
         if not messages:
             return 0
         publication = Publication(uow)
+        events: list[DomainEvent] = []
         for message in messages:
             try:
-                event = from_outbox(message)
+                events.append(from_outbox(message))
             except UndecodableEvent:
                 log.error(
                     "undecodable outbox message set aside", extra={"event_id": message.id}, exc_info=True
                 )
-                continue
-            for handler in handlers:
-                await handler(event, publication)
+        for handler in handlers:  # each handler sees the whole batch, in order
+            if isinstance(handler, BatchEventHandler):
+                await handler.handle_batch(events, publication)
+            else:
+                for event in events:
+                    await handler(event, publication)
         await uow.outbox.mark_published([m.id for m in messages], clock.now())
         await uow.commit()
     if publication.jobs and jobs is not None:

@@ -180,29 +180,26 @@ async def test_endpoints_are_listed_newest_first_per_user(
     assert await read(db, lambda uow: uow.webhook_endpoints.list_for_user(ids.new_id())) == []
 
 
-async def test_list_subscribed_is_the_active_endpoints_that_want_the_type_oldest_first(
+async def test_the_active_endpoints_of_several_users_come_by_user_oldest_first(
     db: Database, ada: User, grace: User, ids: SequentialIds
 ) -> None:
     everything = make_endpoint(ids, ada)  # an empty filter wants every type
     successes = make_endpoint(ids, ada, events=(GENERATION_SUCCEEDED,))
     failures = make_endpoint(ids, ada, events=(GENERATION_FAILED, SUBSCRIPTION_UPDATED))
     disabled = make_endpoint(ids, ada, status=EndpointStatus.DISABLED, disabled_reason="410 Gone")
-    disabled_filtered = make_endpoint(
-        ids, ada, events=(GENERATION_SUCCEEDED,), status=EndpointStatus.DISABLED, disabled_reason=None
-    )
     graces = make_endpoint(ids, grace)
-    await add_endpoints(db, failures, graces, disabled, successes, everything, disabled_filtered)
+    await add_endpoints(db, failures, graces, disabled, successes, everything)
 
-    async def subscribed(user: User | str, event_type: str) -> list[WebhookEndpoint]:
-        user_id = user if isinstance(user, str) else user.id
-        return await read(db, lambda uow: uow.webhook_endpoints.list_subscribed(user_id, event_type))
+    async def active(*user_ids: str) -> dict[str, list[WebhookEndpoint]]:
+        return await read(db, lambda uow: uow.webhook_endpoints.list_active_for_users(user_ids))
 
-    assert await subscribed(ada, GENERATION_SUCCEEDED) == [everything, successes]
-    assert await subscribed(ada, GENERATION_FAILED) == [everything, failures]
-    assert await subscribed(ada, SUBSCRIPTION_UPDATED) == [everything, failures]
-    assert await subscribed(ada, "quota.threshold_reached") == [everything]
-    assert await subscribed(grace, GENERATION_FAILED) == [graces]
-    assert await subscribed(NOT_A_UUID, GENERATION_FAILED) == []
+    both = await active(ada.id, grace.id, ids.new_id(), NOT_A_UUID)
+    assert both == {ada.id: [everything, successes, failures], grace.id: [graces]}
+    assert await active(grace.id) == {grace.id: [graces]}
+    assert await active() == {} and await active(NOT_A_UUID) == {}
+    # What the fan-out then asks of each: the type against the filter.
+    assert [e for e in both[ada.id] if e.wants(GENERATION_SUCCEEDED)] == [everything, successes]
+    assert [e for e in both[ada.id] if e.wants("quota.threshold_reached")] == [everything]
 
 
 async def test_update_replaces_the_endpoint_but_not_its_owner_or_creation(
@@ -465,6 +462,38 @@ async def test_adding_a_delivery_twice_for_one_event_and_target_adds_nothing(
                 make_delivery(ids, ada, endpoint, event_id="e", next_attempt_at=None)
             )
         assert await uow.webhook_deliveries.get_for_user(ada.id, first.id) == first  # still usable
+
+
+async def test_adding_many_deliveries_stores_the_new_ones_and_skips_the_known(
+    db: Database, ada: User, grace: User, ids: SequentialIds
+) -> None:
+    endpoint, graces = make_endpoint(ids, ada), make_endpoint(ids, grace)
+    await add_endpoints(db, endpoint, graces)
+    known = make_delivery(ids, ada, endpoint, event_id="evt-1")
+    assert await add_deliveries(db, known) == [True]
+    batch = [
+        make_delivery(ids, ada, endpoint, event_id="evt-1"),  # the same event and target: skipped
+        make_delivery(ids, ada, endpoint, event_id="evt-2"),
+        make_delivery(ids, ada, None, event_id="evt-2", url="https://client.example.com/a"),
+        make_delivery(ids, grace, graces, event_id="evt-3"),
+    ]
+    assert await committed(db, lambda uow: uow.webhook_deliveries.add_many(batch)) == 3
+    assert await committed(db, lambda uow: uow.webhook_deliveries.add_many(batch)) == 0  # all known now
+    assert await committed(db, lambda uow: uow.webhook_deliveries.add_many([])) == 0
+    for delivery in batch[1:]:
+        stored = await read(db, lambda uow, d=delivery: uow.webhook_deliveries.get_for_user(d.user_id, d.id))
+        assert stored == delivery
+    assert await read(db, lambda uow: uow.webhook_deliveries.get_for_user(ada.id, batch[0].id)) is None
+
+    async def rolled_back(uow: UnitOfWork) -> None:
+        await uow.webhook_deliveries.add_many([make_delivery(ids, ada, endpoint, event_id="evt-4")])
+        await uow.rollback()
+
+    await read(db, rolled_back)
+    page = await read(
+        db, lambda uow: uow.webhook_deliveries.list_for_endpoint(ada.id, endpoint.id, after=None, limit=10)
+    )
+    assert sorted(d.event_id for d in page) == ["evt-1", "evt-2"]
 
 
 async def test_a_concurrent_add_of_the_same_event_waits_and_adds_nothing(
