@@ -32,6 +32,7 @@ def production_environ(
         "PICTOR_S3_SECRET_ACCESS_KEY": "test",
         "PICTOR_S3_ALLOW_HTTP": "true",
         "PICTOR_METRICS_TOKEN": "t",
+        "PICTOR_SECRET_WEBHOOK_SECRET_KEY": "w",  # webhook signing secrets derive from it
         "PICTOR_DB_POOL_MIN": "1",
         "PICTOR_DB_POOL_MAX": "4",
     }
