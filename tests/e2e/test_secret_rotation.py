@@ -346,6 +346,7 @@ def test_rotating_secrets_under_load_drops_no_request_and_breaks_nothing_valid(
     server_log = (tmp_path / "serve.log").read_text(errors="replace")
     for text, where in (
         (listed.stdout + listed.stderr, "secrets list"),
+        (rotated.stdout + rotated.stderr + retired.stdout + retired.stderr, "secrets rotate and retire"),
         (checked.stdout + checked.stderr, "check-config"),
         (error_body, "an error body"),
         (server_log, "the server's log"),
