@@ -15,13 +15,13 @@ about a second, even with the bus down.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Final
 
+from adapters.background_tasks import cancel_and_wait
 from adapters.single_flight import SingleFlight
 from core.cache_tags import Invalidation
 from core.flags.model import Flag
@@ -104,15 +104,8 @@ class FlagSnapshotCache:
 
     async def aclose(self) -> None:
         listener, self._listener = self._listener, None
-        if listener is None:
-            return
-        # A client library may swallow a cancellation that lands while it connects (the listener
-        # then goes on listening): cancel again until the task has really ended.
-        while not listener.done():
-            listener.cancel()
-            await asyncio.wait({listener}, timeout=0.1)
-        with contextlib.suppress(asyncio.CancelledError):
-            await listener
+        if listener is not None:
+            await cancel_and_wait(listener)
 
     async def _listen(self) -> None:
         while True:

@@ -20,6 +20,7 @@ from core.ports import (
     AuditRepository,
     ChargeRepository,
     Database,
+    FeatureFlagRepository,
     GenerationRepository,
     IdempotencyRepository,
     OutboxRepository,
@@ -122,6 +123,10 @@ class InvalidatingUnitOfWork:
     @property
     def webhook_deliveries(self) -> WebhookDeliveryRepository:
         return self._inner.webhook_deliveries
+
+    @property
+    def feature_flags(self) -> FeatureFlagRepository:
+        return self._inner.feature_flags
 
     def __getattr__(self, name: str) -> Any:  # adapter extras (e.g. the connection) pass through
         return getattr(self._inner, name)

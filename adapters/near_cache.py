@@ -9,12 +9,12 @@ must never leave a revoked key working). Entries also expire after their TTL, as
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar
 
+from adapters.background_tasks import cancel_and_wait
 from adapters.single_flight import SingleFlight
 from core.cache_tags import Invalidation
 from core.ports import InvalidationBus
@@ -91,11 +91,9 @@ class NearCache:
             self._listener = asyncio.create_task(self._listen(), name="principal-cache-invalidations")
 
     async def aclose(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await cancel_and_wait(listener)
 
     async def _listen(self) -> None:
         while True:

@@ -7,7 +7,7 @@ and out, never driver types.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
@@ -22,6 +22,8 @@ from core.billing.subscriptions import Subscription
 from core.billing.usage import QuotaReservation, ReservationResult, UsagePeriod
 from core.cache_tags import Invalidation
 from core.email import EmailMessage
+from core.error_tracking.model import ErrorBatch, RecentErrors, WindowBuckets, WindowTotals
+from core.flags.model import Flag
 from core.generations.generation import Generation, GenerationStatus
 from core.generations.uploads import Upload
 from core.idempotency import IdempotencyRecord
@@ -283,6 +285,19 @@ class JobQueue(Protocol):
         """Counts per state and the age of the oldest waiting job."""
         ...
 
+    async def retry(self, queue: str, key: str) -> JobInfo | None:
+        """Queue a failed or aborted job again, with all its attempts; None if there is none."""
+        ...
+
+    async def failed_jobs(self, queue: str, limit: int) -> list[JobInfo]:
+        """The most recently failed jobs still on record, newest first."""
+        ...
+
+    async def finished_per_minute(self, queue: str, window_seconds: float) -> float:
+        """Jobs finished (any outcome) per minute over the last `window_seconds`, as counted by
+        every worker in the queue's store (a worker may write its counts a second late)."""
+        ...
+
     async def ping(self) -> None:
         """Raise if the queue's store cannot be reached."""
         ...
@@ -504,6 +519,9 @@ class UnitOfWork(Protocol):
 
     @property
     def webhook_deliveries(self) -> WebhookDeliveryRepository: ...
+
+    @property
+    def feature_flags(self) -> FeatureFlagRepository: ...
 
     async def __aenter__(self) -> Self: ...
 
@@ -877,4 +895,83 @@ class WebhookTransport(Protocol):
         The host is resolved here, at delivery time, and the request refused (no connection made)
         when any address it resolves to is forbidden by `core.webhooks.targets` under the
         configuration; the connection goes to an address that was checked."""
+        ...
+
+
+class FeatureFlagRepository(Protocol):
+    """The feature flags (`core.flags.model.Flag`), by key. They are few: `list` reads them all."""
+
+    async def list(self) -> list[Flag]:
+        """Every flag, by key."""
+        ...
+
+    async def get(self, key: str) -> Flag | None: ...
+
+    async def get_for_update(self, key: str) -> Flag | None:
+        """The flag, locked until the unit of work ends: concurrent changes of one flag go one
+        after the other, each seeing what the previous one stored."""
+        ...
+
+    async def put(self, flag: Flag) -> bool:
+        """Store the flag: insert it (True), or replace the one with its key (False; the stored
+        `created_at` stays). A concurrent insert of the same key is waited for, then replaced."""
+        ...
+
+    async def delete(self, key: str) -> bool:
+        """Remove the flag; False when there was none."""
+        ...
+
+
+class FeatureFlagCache(Protocol):
+    """Every feature flag, held in this process: reading flags costs no round trip, and a change
+    reaches every process through an InvalidationBus within about a second."""
+
+    async def get_or_load(self, loader: Callable[[], Awaitable[Sequence[Flag]]]) -> Mapping[str, Flag]:
+        """The flags by key: the snapshot while it is fresh, else what `loader` returns (one load
+        at a time; concurrent callers share it)."""
+        ...
+
+    async def invalidate(self) -> None:
+        """Drop the snapshot here and in every other process (after committing a change)."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise while changes made elsewhere cannot be heard (the snapshot then lives briefly)."""
+        ...
+
+
+# --- Error tracking (issue 7) ---
+
+
+class ErrorLog(Protocol):
+    """Error and traffic counts in time buckets shared by every process, and the alerts' cooldowns.
+
+    Processes count in memory and add their counts in batches (`core.error_tracking.tally`); the
+    window's figures are what all processes added. Buckets are kept `keep_seconds` after their
+    last write (`ErrorBatch`), then dropped.
+    """
+
+    async def add(self, batch: ErrorBatch) -> None:
+        """Add a process's counts to the batch's bucket (one round trip on a shared store)."""
+        ...
+
+    async def totals(self, window: WindowBuckets) -> WindowTotals:
+        """HTTP responses and 5xx, jobs and failures per queue, summed over the window's buckets
+        (what the alert rules read, every few seconds in every process: small and cheap)."""
+        ...
+
+    async def recent(self, window: WindowBuckets) -> RecentErrors:
+        """Traffic per source and the error cells, merged over the window's buckets
+        (`core.error_tracking.model.merge_traffic` / `merge_errors`). A cell's correlation ids and
+        `last_at` may be missing when its bucket saw more distinct errors than the log keeps ids for."""
+        ...
+
+    async def claim_alert(self, alert: str, now: datetime, cooldown_seconds: float) -> bool:
+        """Take the right to send `alert` at `now` (`core.error_tracking.rules.claim_cooldown`):
+        True, and the cooldown runs until `now + cooldown_seconds`, unless a claim's cooldown holds
+        past `now`. Atomic: of concurrent claims, across processes, at most one gets True."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the shared store cannot be reached."""
         ...

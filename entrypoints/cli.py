@@ -102,8 +102,18 @@ def _parser() -> argparse.ArgumentParser:
     set_plan.add_argument("plan", help="a plan code of the catalog (GET /v1/plans)")
     set_plan.set_defaults(handler=_set_plan)
 
+    from entrypoints.flags_cli import add_flags_commands
+
+    add_flags_commands(commands)
+
     check = commands.add_parser("check-config", help="print the resolved configuration, secrets masked")
     check.set_defaults(handler=_check_config)
+
+    from entrypoints.queue_cli import add_queue_commands
+    from entrypoints.secrets_cli import add_secrets_commands
+
+    add_queue_commands(commands)
+    add_secrets_commands(commands)
     return parser
 
 
@@ -295,6 +305,10 @@ def _serve_with_database(
         metrics_dir = runtime / "metrics"
         metrics_dir.mkdir()
         env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
+    if env.get("PROMETHEUS_MULTIPROC_DIR"):
+        from entrypoints.system_metrics import prepare_multiprocess_dir
+
+        prepare_multiprocess_dir(Path(env["PROMETHEUS_MULTIPROC_DIR"]))  # no counters of an earlier run
     _print_banner(settings, embedded=embedded, created_secrets=created)
 
     command = [

@@ -8,11 +8,11 @@ survives its dependencies' outages: a failed round is logged and retried after a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import svcs
 
+from adapters.background_tasks import cancel_and_wait
 from core.ports import Clock, Database, JobQueue
 from core.use_cases.publish_outbox import publish_outbox_backlog
 from core.webhooks.delivery import dispatch_due_deliveries
@@ -42,11 +42,9 @@ class OutboxRelay:
         self._task = asyncio.create_task(self._run(), name="pictor-outbox-relay")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            await cancel_and_wait(task)
 
     async def _run(self) -> None:
         failures = 0

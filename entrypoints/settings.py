@@ -39,6 +39,7 @@ _SCHEMES: dict[str, frozenset[str]] = {
     "queue_url": frozenset({"redis", "rediss", "valkey", "valkeys", "postgresql", "postgres", "memory"}),
     "smtp_url": frozenset({"smtp", "smtps", "memory", "console"}),
     "renderer_url": frozenset({"http", "https"}),
+    "ops_webhook_url": frozenset({"http", "https"}),
 }
 
 SECRET_FIELDS = frozenset({"metrics_token", "s3_secret_access_key"})
@@ -62,6 +63,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     storage_url: str | None = None
     queue_url: str | None = None
     secrets_dir: str | None = None  # default: {data_dir}/secrets
+    # How long a process caches what it read from the secrets directory; a rotated version signs
+    # only after this (plus a margin), once every process has read it.
+    secrets_cache_seconds: float = 5.0
     namespace: str = "pictor"  # prefixes Valkey keys and queue names: several instances can share one server
 
     # S3-compatible storage.
@@ -113,11 +117,22 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
 
     # Operations.
     metrics_token: str | None = None
+    metrics_sample_interval_seconds: float = 15.0  # how often each process reads the queue figures
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int | None = None  # `pictor worker` serves its own /metrics here when set
     webhooks_allow_private: bool = False  # plain http, loopback and private targets (development, tests)
     # Seconds before each webhook attempt, the first included (Svix's schedule); ±10 % jitter applies.
     webhook_retry_schedule: str = "0,5,300,1800,7200,18000,36000,36000"
     # How often each worker looks for unpublished events and due webhook deliveries.
     outbox_poll_interval_seconds: float = 1.0
+    # Error tracking and alerts: an alert when a failure rate is over its threshold in the window
+    # on at least `alert_min_requests` requests (or jobs of a queue), at most once per cooldown.
+    ops_webhook_url: str | None = None  # alerts are posted here, signed with the secret ops_webhook_secret
+    alert_5xx_rate: float = 0.05  # share of HTTP responses with a 5xx status
+    alert_job_failure_rate: float = 0.25  # share of a queue's job runs that raised
+    alert_min_requests: int = 20
+    alert_window_seconds: int = 300
+    alert_cooldown_seconds: int = 900
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["json", "console"] = "json"
     plans_file: str | None = None
@@ -198,8 +213,14 @@ def _check_settings(s: Settings) -> None:
         )
     if not 0 < s.port < 65536:
         raise SettingsError(f"{PREFIX}PORT: must be between 1 and 65535, got {s.port}")
+    if s.worker_metrics_port is not None and not 0 < s.worker_metrics_port < 65536:
+        raise SettingsError(
+            f"{PREFIX}WORKER_METRICS_PORT: must be between 1 and 65535, got {s.worker_metrics_port}"
+        )
     if s.base_url is not None and urlsplit(s.base_url).scheme not in ("http", "https"):
         raise SettingsError(f"{PREFIX}BASE_URL: must be an http(s) URL, got {s.base_url!r}")
+    if not 0 < s.secrets_cache_seconds <= 300:
+        raise SettingsError(f"{PREFIX}SECRETS_CACHE_SECONDS: must be greater than 0 and at most 300")
     if not 1 <= s.db_pool_min <= s.db_pool_max:
         raise SettingsError(f"{PREFIX}DB_POOL_MIN/{PREFIX}DB_POOL_MAX: need 1 <= min <= max")
     if not 8 <= s.password_min_length <= 64:
@@ -224,6 +245,7 @@ def _check_settings(s: Settings) -> None:
         "db_slow_query_seconds",
         "worker_concurrency",
         "outbox_poll_interval_seconds",
+        "metrics_sample_interval_seconds",
     )
     for field in positive:
         if getattr(s, field) <= 0:
@@ -231,6 +253,15 @@ def _check_settings(s: Settings) -> None:
     for field in ("shutdown_drain_seconds", "shutdown_timeout_seconds", "job_shutdown_grace_seconds"):
         if getattr(s, field) < 0:
             raise SettingsError(f"{PREFIX}{field.upper()}: cannot be negative")
+    for field in ("alert_5xx_rate", "alert_job_failure_rate"):
+        if not 0 <= getattr(s, field) < 1:
+            raise SettingsError(f"{PREFIX}{field.upper()}: a rate at least 0 and below 1 (0.05 is 5 %)")
+    if s.alert_min_requests < 1:
+        raise SettingsError(f"{PREFIX}ALERT_MIN_REQUESTS: must be at least 1")
+    if not 10 <= s.alert_window_seconds <= 86_400:
+        raise SettingsError(f"{PREFIX}ALERT_WINDOW_SECONDS: between 10 and 86400")
+    if s.alert_cooldown_seconds < 1:
+        raise SettingsError(f"{PREFIX}ALERT_COOLDOWN_SECONDS: must be at least 1")
     try:
         parse_schedule(s.webhook_retry_schedule)
     except ValueError as exc:

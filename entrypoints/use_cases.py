@@ -35,6 +35,7 @@ from core.webhooks.delivery import WebhookSender
 from core.webhooks.fan_out import WebhookFanOut
 from core.webhooks.management import AccountWebhookSecret, WebhookEndpoints
 from core.webhooks.secret_keeper import WebhookSecretKeeper
+from entrypoints.feature_flags import feature_flags_from
 from entrypoints.settings import Settings
 
 
@@ -84,6 +85,7 @@ async def generations_from(container: svcs.Container) -> Generations:
         sleep=asyncio.sleep,
         heartbeat_seconds=settings.render_heartbeat_seconds,
         webhooks_allow_private=settings.webhooks_allow_private,
+        flags=await feature_flags_from(container),
     )
 
 

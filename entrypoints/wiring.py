@@ -36,6 +36,7 @@ from adapters.queue.factory import job_queue_from_url
 from adapters.queue.saq_queue import SaqJobQueue
 from adapters.resilient_cache import ResilientCache
 from adapters.secrets import ChainedSecrets, EnvSecrets, FileSecrets
+from adapters.secrets.rotation import StagedFileSecrets
 from adapters.storage.factory import blob_store_from_url
 from adapters.storage.link_signer import LinkSigner
 from adapters.system import SystemClock, SystemIds
@@ -43,6 +44,7 @@ from core.accounts.context import AccountPolicy
 from core.accounts.credentials import CredentialResolver
 from core.billing.plans import PlanCatalog
 from core.circuit_breaker import CircuitBreaker
+from core.error_tracking.alerts import OPS_WEBHOOK_SECRET
 from core.generations.prompt_policy import PromptPolicy
 from core.images import ImageLimits
 from core.ports import (
@@ -50,6 +52,7 @@ from core.ports import (
     Cache,
     Clock,
     Database,
+    FeatureFlagCache,
     Ids,
     ImageInspector,
     InvalidationBus,
@@ -64,6 +67,8 @@ from core.ports import (
     SignedLinks,
 )
 from core.secrets import METRICS_TOKEN, URL_SIGNING_KEY, WEBHOOK_SECRET_KEY
+from entrypoints.error_tracking import check_ops_secret, register_error_tracking
+from entrypoints.feature_flags import register_feature_flags
 from entrypoints.generation_policy import load_prompt_policy, upload_limits
 from entrypoints.plan_catalog import load_plan_catalog
 from entrypoints.settings import Settings, load_environment
@@ -86,6 +91,8 @@ _CHECKS: dict[str, tuple[str, bool]] = {
     _service_name(SessionStore): ("sessions", True),
     # Deaf to invalidations, the principal cache is bypassed (slower, still correct).
     _service_name(PrincipalCache): ("principal_cache", False),
+    # Deaf, the flag snapshot lives about a second: changes still land, reads cost a query more.
+    _service_name(FeatureFlagCache): ("feature_flags", False),
 }
 
 
@@ -125,11 +132,21 @@ def queue_url_of(settings: Settings, database_url: str) -> str:
     return settings.effective_queue_url or database_url
 
 
-def build_secrets(settings: Settings, environ: Mapping[str, str]) -> Secrets:
-    """Environment first (PICTOR_SECRET_* and dedicated settings), then the secrets directory."""
+def secret_sources(settings: Settings, environ: Mapping[str, str]) -> tuple[EnvSecrets, StagedFileSecrets]:
+    """The environment (PICTOR_SECRET_* and dedicated settings), then the secrets directory, whose
+    rotated versions sign only once every process has had time to read them."""
     env = EnvSecrets(environ, extra={METRICS_TOKEN: settings.metrics_token})
-    files = FileSecrets(settings.secrets_path, required=settings.secrets_dir is not None)
-    return ChainedSecrets([env, files])
+    files = StagedFileSecrets(
+        settings.secrets_path,
+        ttl_seconds=settings.secrets_cache_seconds,
+        required=settings.secrets_dir is not None,
+    )
+    return env, files
+
+
+def build_secrets(settings: Settings, environ: Mapping[str, str]) -> Secrets:
+    """Environment first, then the secrets directory (`secret_sources`)."""
+    return ChainedSecrets(secret_sources(settings, environ))
 
 
 async def ensure_generated_secrets(settings: Settings, environ: Mapping[str, str]) -> list[str]:
@@ -144,7 +161,7 @@ async def ensure_generated_secrets(settings: Settings, environ: Mapping[str, str
     configured = build_secrets(settings, environ)
     files = FileSecrets(settings.secrets_path, ttl_seconds=0)
     created = []
-    for name in (URL_SIGNING_KEY, METRICS_TOKEN, WEBHOOK_SECRET_KEY):
+    for name in (URL_SIGNING_KEY, METRICS_TOKEN, WEBHOOK_SECRET_KEY, OPS_WEBHOOK_SECRET):
         if not await configured.versions(name):
             settings.secrets_path.mkdir(parents=True, exist_ok=True, mode=0o700)
             files.add_version(name, SystemIds().token(32))
@@ -222,7 +239,9 @@ async def _register_all(
     database = InvalidatingDatabase(database, principals)
     registry.register_value(Database, database, ping=_ping)
     registry.register_value(Cache, _cache(settings, valkey), ping=_ping)
+    register_feature_flags(registry, settings, pool, valkey)
     _register_accounts(registry, settings, pool, valkey)
+    register_error_tracking(registry, settings, valkey)
     registry.register_value(
         CredentialResolver,
         CredentialResolver(
@@ -268,6 +287,8 @@ def _secrets_ping(settings: Settings) -> Callable[[Secrets], Awaitable[None]]:
         if needs_link_key:
             await secrets.current(URL_SIGNING_KEY)  # DomainError(secret_missing) names it
         await secrets.current(WEBHOOK_SECRET_KEY)  # webhook signing secrets derive from it
+        if settings.ops_webhook_url is not None:
+            await check_ops_secret(secrets)  # alerts are signed with it
 
     return ping
 

@@ -22,7 +22,7 @@ from adapters.webhooks_http.transport import HttpWebhookTransport
 from core.accounts.registration import SEND_PASSWORD_RESET_EMAIL, SEND_VERIFICATION_EMAIL, EmailJobs
 from core.event_handlers import SEND_QUOTA_NOTICE, QuotaNotices
 from core.generations.service import RENDER_GENERATION
-from core.jobs import MAINTENANCE, QUEUES
+from core.jobs import EMAIL, GENERATION, MAINTENANCE, QUEUES, WEBHOOKS
 from core.ports import (
     Clock,
     Database,
@@ -38,7 +38,9 @@ from core.ports import (
 )
 from core.use_cases.publish_outbox import publish_outbox_backlog
 from core.webhooks.delivery import DELIVER_WEBHOOK, DeliveryReport
+from entrypoints.business_metrics import CountingMailer
 from entrypoints.correlation import correlation_id_var
+from entrypoints.error_tracking import ErrorTracking, counting_outcomes, tracking_of
 from entrypoints.event_handlers import event_handlers_from
 from entrypoints.generation_metrics import observe_render_outcome
 from entrypoints.heap import settle_heap
@@ -52,6 +54,7 @@ from entrypoints.use_cases import (
 )
 from entrypoints.webhook_metrics import observe_delivery
 from entrypoints.wiring import UnusableConfiguration, service_registry
+from entrypoints.worker_metrics import worker_metrics
 
 log = logging.getLogger("pictor.worker")
 
@@ -66,6 +69,19 @@ MAINTENANCE_JOBS: tuple[CronJob, ...] = (
     CronJob(function="reconcile_generations", cron="* * * * *", queue=MAINTENANCE, timeout_seconds=55),
     CronJob(function="expire_generation_images", cron="41 * * * *", queue=MAINTENANCE, timeout_seconds=900),
 )
+
+# The queue each job function is enqueued on, for the failure rate per queue of error tracking (a
+# JobContext does not say which queue its job came from). Renders of paid plans, which run on
+# generation-priority, count under generation.
+JOB_QUEUES: dict[str, str] = {
+    "publish_outbox": MAINTENANCE,
+    DELIVER_WEBHOOK: WEBHOOKS,
+    SEND_QUOTA_NOTICE: EMAIL,
+    RENDER_GENERATION: GENERATION,
+    SEND_VERIFICATION_EMAIL: EMAIL,
+    SEND_PASSWORD_RESET_EMAIL: EMAIL,
+    **{job.function: job.queue for job in MAINTENANCE_JOBS},
+}
 
 
 def job_handlers(registry: svcs.Registry) -> dict[str, JobHandler]:
@@ -116,13 +132,19 @@ def job_handlers(registry: svcs.Registry) -> dict[str, JobHandler]:
         period_end: str,
     ) -> bool:
         database, mailer, settings = await container.aget(Database, Mailer, Settings)
-        notices = QuotaNotices(database=database, mailer=mailer, app_url=settings.public_app_url)
+        notices = QuotaNotices(
+            database=database, mailer=CountingMailer(mailer), app_url=settings.public_app_url
+        )
         return await notices.send(user_id, percent, images_used, images_limit, period_end)
 
     async def email_jobs(container: svcs.Container) -> EmailJobs:
         database, mailer, ids, clock, settings = await container.aget(Database, Mailer, Ids, Clock, Settings)
         return EmailJobs(
-            database=database, mailer=mailer, ids=ids, clock=clock, app_url=settings.public_app_url
+            database=database,
+            mailer=CountingMailer(mailer),
+            ids=ids,
+            clock=clock,
+            app_url=settings.public_app_url,
         )
 
     async def send_verification_email(container: svcs.Container, ctx: JobContext, user_id: str) -> bool:
@@ -152,7 +174,7 @@ def job_handlers(registry: svcs.Registry) -> dict[str, JobHandler]:
         maintenance = await generation_maintenance_from(container)
         return {"expired": await maintenance.expire_images(between_batches=ctx.heartbeat)}
 
-    return {
+    handlers: dict[str, JobHandler] = {
         "publish_outbox": with_services(publish_outbox_job),
         DELIVER_WEBHOOK: with_services(deliver_webhook),
         "delete_expired_webhook_secrets": with_services(delete_expired_webhook_secrets),
@@ -165,6 +187,7 @@ def job_handlers(registry: svcs.Registry) -> dict[str, JobHandler]:
         SEND_VERIFICATION_EMAIL: with_services(send_verification_email),
         SEND_PASSWORD_RESET_EMAIL: with_services(send_password_reset_email),
     }
+    return counting_outcomes(handlers, tracking_of(registry), JOB_QUEUES)
 
 
 def served_queues(queues: Sequence[str] | None) -> list[str]:
@@ -186,15 +209,19 @@ class _WorkerWithResources:
         *,
         relay: OutboxRelay | None,
         closables: Sequence[ProceduralRenderer | OpenAIImageRenderer | HttpWebhookTransport],
+        tracking: ErrorTracking | None = None,
     ) -> None:
         self._worker = worker
         self._relay = relay
         self._closables = closables
+        self._tracking = tracking  # its loop shares the counts of this worker's jobs
 
     async def start(self) -> None:
         await self._worker.start()
         if self._relay is not None:
             await self._relay.start()
+        if self._tracking is not None:
+            await self._tracking.start()
 
     async def stop(self) -> None:
         try:
@@ -202,6 +229,8 @@ class _WorkerWithResources:
                 await self._relay.stop()
             await self._worker.stop()
         finally:
+            if self._tracking is not None:
+                await self._tracking.stop()
             for resource in self._closables:
                 await resource.aclose()
 
@@ -247,7 +276,7 @@ async def start_worker(registry: svcs.Registry, settings: Settings, queues: Sequ
         shutdown_grace_seconds=settings.job_shutdown_grace_seconds,
         sweep_interval_seconds=settings.queue_sweep_interval_seconds,
     )
-    worker = _WorkerWithResources(worker, relay=relay, closables=closables)
+    worker = _WorkerWithResources(worker, relay=relay, closables=closables, tracking=tracking_of(registry))
     await worker.start()
     log.info("worker started", extra={"queues": list(queues), "concurrency": settings.worker_concurrency})
     return worker
@@ -266,7 +295,7 @@ async def run_worker(settings: Settings, *, queues: Sequence[str] | None = None)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with service_registry(settings) as registry:
+    async with service_registry(settings) as registry, worker_metrics(registry, settings):
         worker = await start_worker(registry, settings, served)
         settle_heap()
         try:

@@ -36,6 +36,7 @@ from adapters.memory.billing import (
     MemoryUsageRepository,
     billing_repositories,
 )
+from adapters.memory.flags import FlagTables, MemoryFeatureFlagRepository
 from adapters.memory.generations import (
     GenerationTables,
     MemoryGenerationRepository,
@@ -105,11 +106,18 @@ class MemoryDatabase:
         self._billing = BillingTables()
         self._generations = GenerationTables()
         self._webhooks = WebhookTables()
+        self._flags = FlagTables()
         self._locks = Locks()
 
     def unit_of_work(self) -> MemoryUnitOfWork:
         return MemoryUnitOfWork(
-            self._outbox, self._accounts, self._billing, self._generations, self._locks, self._webhooks
+            self._outbox,
+            self._accounts,
+            self._billing,
+            self._generations,
+            self._locks,
+            self._webhooks,
+            self._flags,
         )
 
     async def ping(self) -> None:
@@ -182,6 +190,7 @@ class MemoryUnitOfWork:
         generations: GenerationTables,
         locks: Locks,
         webhooks: WebhookTables,
+        flags: FlagTables,
     ) -> None:
         self._table = table
         self._transaction = Transaction(locks)
@@ -202,6 +211,7 @@ class MemoryUnitOfWork:
         self._webhook_endpoints, self._webhook_secrets, self._webhook_deliveries = webhook_repositories(
             self._transaction, webhooks, users
         )
+        self._feature_flags = MemoryFeatureFlagRepository(self._transaction.view(flags.flags))
 
     @property
     def users(self) -> MemoryUserRepository:
@@ -254,6 +264,10 @@ class MemoryUnitOfWork:
     @property
     def webhook_deliveries(self) -> MemoryWebhookDeliveryRepository:
         return self._webhook_deliveries
+
+    @property
+    def feature_flags(self) -> MemoryFeatureFlagRepository:
+        return self._feature_flags
 
     def require_active(self) -> None:
         self._transaction.require_active()

@@ -29,15 +29,21 @@ from adapters.queue.conventions import (
     ABORTED_ERROR,
     HANDED_BACK_ERROR,
     SWEPT_ERROR,
+    THROUGHPUT_RETENTION_SECONDS,
     CronJob,
     check_spec,
     cron_key,
+    finished_per_minute,
     json_round_trip,
+    throughput_bucket,
+    throughput_window,
 )
 from core.jobs import JobInfo, JobSpec, JobState, QueueStats, retry_delay
 from core.ports import JobHandler
 
 logger = logging.getLogger("pictor.queue")
+
+_RETRYABLE = frozenset({JobState.FAILED, JobState.ABORTED})
 
 
 @dataclass(eq=False)
@@ -99,6 +105,7 @@ class MemoryJobQueue:
         self._records: dict[tuple[str, str], _Record] = {}
         self._seq = itertools.count()
         self._changed = asyncio.Event()
+        self._finished_counts: dict[tuple[str, int], int] = {}  # (queue, bucket) -> finished jobs
 
     async def enqueue(self, spec: JobSpec) -> JobInfo | None:
         check_spec(spec)
@@ -147,8 +154,41 @@ class MemoryJobQueue:
         else:
             record.run = None
             record.finished_at = self._clock()
+            self._count_finished(record)
         self._wake()
         return True
+
+    async def retry(self, queue: str, key: str) -> JobInfo | None:
+        self._prune(self._clock())
+        record = self._records.get((queue, key))
+        if record is None or not record.settled or record.state not in _RETRYABLE:
+            return None
+        return await self.enqueue(
+            JobSpec(
+                queue=queue,
+                function=record.function,
+                kwargs=record.kwargs,
+                key=key,
+                timeout_seconds=record.timeout,
+                attempts=record.max_attempts,
+                retry_delay_seconds=record.retry_base,
+                retry_backoff=record.retry_backoff,
+                heartbeat_seconds=record.heartbeat,
+                correlation_id=record.correlation_id,
+            )
+        )
+
+    async def failed_jobs(self, queue: str, limit: int) -> list[JobInfo]:
+        self._prune(self._clock())
+        failed = [r for r in self._records.values() if r.queue == queue and r.state is JobState.FAILED]
+        failed.sort(key=lambda r: (r.finished_at or 0.0, r.seq), reverse=True)
+        return [_info(record) for record in failed[: max(0, limit)]]
+
+    async def finished_per_minute(self, queue: str, window_seconds: float) -> float:
+        now = self._clock()
+        buckets = throughput_window(now, window_seconds)
+        counts = {b: self._finished_counts.get((queue, b), 0) for b in buckets}
+        return finished_per_minute(counts, now=now, window_seconds=window_seconds)
 
     async def stats(self, queue: str) -> QueueStats:
         now = self._clock()
@@ -261,6 +301,7 @@ class MemoryJobQueue:
                 record.state = JobState.FAILED
                 record.error = SWEPT_ERROR
                 record.finished_at = now
+                self._count_finished(record)
         return swept
 
     def _holds(self, record: _Record, run: _Run) -> bool:
@@ -271,6 +312,7 @@ class MemoryJobQueue:
             record.run = None  # an aborted job's try has ended: its key is free again
             if record.finished_at is None:
                 record.finished_at = self._clock()
+                self._count_finished(record)
             self._wake()
 
     def _requeue(self, record: _Record, error: str) -> None:
@@ -294,7 +336,14 @@ class MemoryJobQueue:
     def _finish(self, record: _Record) -> None:
         record.run = None
         record.finished_at = self._clock()
+        self._count_finished(record)
         self._wake()
+
+    def _count_finished(self, record: _Record) -> None:
+        """Count a job that just finished, as SAQ's workers count it in the queue's store."""
+        assert record.finished_at is not None
+        bucket = (record.queue, throughput_bucket(record.finished_at))
+        self._finished_counts[bucket] = self._finished_counts.get(bucket, 0) + 1
 
     def _wake(self) -> None:
         self._changed.set()
@@ -307,6 +356,9 @@ class MemoryJobQueue:
         ]
         for key in expired:
             del self._records[key]
+        oldest = throughput_bucket(now - THROUGHPUT_RETENTION_SECONDS)
+        for counted in [c for c in self._finished_counts if c[1] < oldest]:
+            del self._finished_counts[counted]
 
 
 class MemoryJobContext:

@@ -30,6 +30,7 @@ from adapters.postgres.billing import (
     PostgresSubscriptionRepository,
     PostgresUsageRepository,
 )
+from adapters.postgres.flags import PostgresFeatureFlagRepository
 from adapters.postgres.generations import (
     PostgresGenerationRepository,
     PostgresIdempotencyRepository,
@@ -98,6 +99,7 @@ class PostgresUnitOfWork:
         self._webhook_endpoints = PostgresWebhookEndpointRepository(self)
         self._webhook_secrets = PostgresWebhookSecretRepository(self)
         self._webhook_deliveries = PostgresWebhookDeliveryRepository(self)
+        self._feature_flags = PostgresFeatureFlagRepository(self)
 
     @property
     def users(self) -> PostgresUserRepository:
@@ -150,6 +152,10 @@ class PostgresUnitOfWork:
     @property
     def webhook_deliveries(self) -> PostgresWebhookDeliveryRepository:
         return self._webhook_deliveries
+
+    @property
+    def feature_flags(self) -> PostgresFeatureFlagRepository:
+        return self._feature_flags
 
     @property
     def connection(self) -> AsyncConnection[Any]:

@@ -6,6 +6,8 @@ This module imports no queue library, so the in-memory fake shares it without pu
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -20,6 +22,13 @@ HANDED_BACK_ERROR = "cancelled"
 
 SWEPT_ERROR = "swept: heartbeat or timeout lapsed, the worker is presumed dead"
 """The error recorded on a job a sweep took away from a silent worker."""
+
+
+THROUGHPUT_BUCKET_SECONDS = 10
+"""Workers count finished jobs per queue in buckets of this many seconds, in the queue's store."""
+
+THROUGHPUT_RETENTION_SECONDS = 3600
+"""How long a bucket is kept: the longest window `finished_per_minute` can look back over."""
 
 
 class CronJob(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,3 +70,43 @@ def check_spec(spec: JobSpec) -> None:
         raise ValueError("heartbeat_seconds cannot be negative")
     if spec.key is not None and not spec.key:
         raise ValueError("a job key cannot be empty")
+
+
+def throughput_bucket(at: float) -> int:
+    """The bucket a job finished at epoch second `at` is counted in."""
+    return math.floor(at / THROUGHPUT_BUCKET_SECONDS)
+
+
+def throughput_window(now: float, window_seconds: float) -> range:
+    """The buckets `finished_per_minute(window_seconds)` reads at `now`, oldest first."""
+    window = _checked_window(window_seconds)
+    return range(throughput_bucket(now - window), throughput_bucket(now) + 1)
+
+
+def finished_per_minute(counts: Mapping[int, int], *, now: float, window_seconds: float) -> float:
+    """Finished jobs per minute over the `window_seconds` before `now`, from per-bucket counts.
+
+    A bucket counts in proportion to the part of it (up to `now`) that lies in the window, so the
+    oldest bucket, which straddles the window's start, neither inflates nor deflates the rate by
+    up to a bucket's worth (finishes are taken as spread evenly within a bucket).
+    """
+    window = _checked_window(window_seconds)
+    start = now - window
+    finished = 0.0
+    for bucket, count in counts.items():
+        low = bucket * THROUGHPUT_BUCKET_SECONDS
+        elapsed_end = min(low + THROUGHPUT_BUCKET_SECONDS, now)
+        elapsed = elapsed_end - low
+        if elapsed <= 0:  # the bucket began this instant: whatever it holds is inside
+            finished += count if low >= start else 0
+            continue
+        inside = elapsed_end - max(low, start)
+        if inside > 0:
+            finished += count * min(1.0, inside / elapsed)
+    return finished * 60.0 / window
+
+
+def _checked_window(window_seconds: float) -> float:
+    if not 0 < window_seconds <= THROUGHPUT_RETENTION_SECONDS:
+        raise ValueError(f"the window must be within (0, {THROUGHPUT_RETENTION_SECONDS}] seconds")
+    return float(window_seconds)

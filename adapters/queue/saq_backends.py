@@ -19,6 +19,11 @@ What the subclasses change, and why:
 - PostgreSQL: the `scheduled` column holds whole seconds, so due times are rounded *up* (a delayed
   job never runs early); a finished job's key can be enqueued again at once (SAQ refuses until the
   new due time is later than the old one).
+- Both: every finished job is counted in a per-queue bucket of THROUGHPUT_BUCKET_SECONDS in the
+  store itself, so throughput is the same figure whichever process asks, however many workers
+  finish jobs: on Redis in the transaction that records the finish; on PostgreSQL in a
+  `pictor_queue_throughput` table, each process adding up its counts for a second and writing them
+  in one statement (a statement per job cost about 15 % of the queue's no-op job rate).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from textwrap import dedent
 from typing import Any, Protocol, cast
 
 from psycopg.errors import UndefinedTable
-from psycopg.sql import SQL
+from psycopg.sql import SQL, Identifier
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 from saq.job import TERMINAL_STATUSES, Job, Status
@@ -42,7 +47,12 @@ from saq.queue.postgres_migrations import get_migrations
 from saq.queue.redis import RedisQueue
 from saq.utils import now
 
-from adapters.queue.conventions import SWEPT_ERROR
+from adapters.queue.conventions import (
+    SWEPT_ERROR,
+    THROUGHPUT_BUCKET_SECONDS,
+    THROUGHPUT_RETENTION_SECONDS,
+    throughput_bucket,
+)
 from core.jobs import retry_delay
 
 logger = logging.getLogger("pictor.queue")
@@ -56,6 +66,10 @@ META_RETRY_BACKOFF = "retry_backoff"
 
 CLAIMABLE_STATUSES = frozenset({Status.NEW, Status.QUEUED})
 """The states of a job waiting to run, which a worker may claim."""
+
+THROUGHPUT_TABLE = Identifier("pictor_queue_throughput")
+THROUGHPUT_FLUSH_SECONDS = 1.0  # how long a PostgreSQL queue adds up finished jobs before writing them
+_THROUGHPUT_LOCK = 1  # second key of the advisory lock that serializes creating that table
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +104,14 @@ class PictorQueue(Protocol):
         ...
 
     async def pictor_stats(self) -> BackendStats: ...
+
+    async def pictor_failed(self, limit: int) -> list[Job]:
+        """Failed jobs still on record, most recently finished first."""
+        ...
+
+    async def pictor_finished_counts(self, buckets: range) -> dict[int, int]:
+        """Finished jobs counted per throughput bucket, for `buckets`."""
+        ...
 
 
 def plan_retry(job: Job, jitter: float) -> float:
@@ -289,6 +311,7 @@ class PictorRedisQueue(RedisQueue):
         await super()._finish(job, status, result=result, error=error)
         now = time.time()
         expires = math.inf if job.ttl == 0 else now + job.ttl
+        counter = self._throughput_key(throughput_bucket(now))
         async with self.redis.pipeline(transaction=True) as pipe:
             for finished_status, key in self._finished_sets.items():
                 pipe.zremrangebyscore(key, "-inf", now)
@@ -296,6 +319,8 @@ class PictorRedisQueue(RedisQueue):
                     pipe.zadd(key, {job.id: expires})
                 else:
                     pipe.zrem(key, job.id)
+            pipe.incr(counter)
+            pipe.expire(counter, THROUGHPUT_RETENTION_SECONDS + THROUGHPUT_BUCKET_SECONDS)
             await pipe.execute()
 
     async def _enqueue(self, job: Job) -> Job | None:
@@ -346,6 +371,27 @@ class PictorRedisQueue(RedisQueue):
             oldest_ready_since=oldest,
         )
 
+    async def pictor_failed(self, limit: int) -> list[Job]:
+        if limit < 1:
+            return []
+        # Scored by expiry, which is the finish time plus the (shared) result TTL: newest first.
+        ids = await self.redis.zrevrangebyscore(
+            self._finished_sets[Status.FAILED], "+inf", f"({time.time()}", start=0, num=limit
+        )
+        if not ids:
+            return []
+        jobs = [self.deserialize(raw) for raw in await self.redis.mget(ids)]
+        return [job for job in jobs if job is not None and job.status is Status.FAILED]
+
+    async def pictor_finished_counts(self, buckets: range) -> dict[int, int]:
+        if not buckets:
+            return {}
+        counts = await self.redis.mget([self._throughput_key(b) for b in buckets])
+        return {bucket: int(count) for bucket, count in zip(buckets, counts, strict=True) if count}
+
+    def _throughput_key(self, bucket: int) -> str:
+        return self.namespace(f"finished_count:{bucket}")
+
     async def _forget_finished(self, job_id: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             for key in self._finished_sets.values():
@@ -377,6 +423,8 @@ class PictorPostgresQueue(PostgresQueue):
         )
         self._random = random
         self._sweep_abort_wait = sweep_abort_wait_seconds
+        self._unflushed: dict[int, int] = {}  # throughput bucket -> jobs finished here, not yet written
+        self._flusher: asyncio.Task[None] | None = None
 
     async def init_db(self) -> None:
         """Create SAQ's tables, waiting while another process does it.
@@ -388,6 +436,7 @@ class PictorPostgresQueue(PostgresQueue):
         while True:
             await super().init_db()
             if await self.schema_ready():
+                await self._create_throughput_table()
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError("SAQ's tables were not created in time by the process creating them")
@@ -404,7 +453,26 @@ class PictorPostgresQueue(PostgresQueue):
             found = await cursor.fetchone()
         return found is not None and found[0] == target
 
+    async def _create_throughput_table(self) -> None:
+        """Pictor's own table beside SAQ's, made here (like SAQ's) so any queue database has it."""
+        async with self.pool.connection(timeout=PING_TIMEOUT_SECONDS) as conn, conn.transaction():
+            # Two CREATE ... IF NOT EXISTS at once can still collide; the lock makes them take turns.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(%s, %s)", (self.saq_lock_keyspace, _THROUGHPUT_LOCK)
+            )
+            await conn.execute(
+                SQL(
+                    "CREATE TABLE IF NOT EXISTS {table} (queue TEXT NOT NULL, bucket BIGINT NOT NULL,"
+                    " finished BIGINT NOT NULL, PRIMARY KEY (queue, bucket))"
+                ).format(table=THROUGHPUT_TABLE)
+            )
+
     async def disconnect(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+            self._flusher = None
+        await self._flush_counts()  # what this process counted must not be lost with it
         # SAQ leaves its LISTEN task holding a pooled connection; end it so the pool can close.
         listener = self._listener._daemon_task
         await self._listener.close()
@@ -413,7 +481,13 @@ class PictorPostgresQueue(PostgresQueue):
         await super().disconnect()
 
     async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
-        return await super().sweep(lock, abort=self._sweep_abort_wait)
+        swept = await super().sweep(lock, abort=self._sweep_abort_wait)
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                SQL("DELETE FROM {table} WHERE queue = %s AND bucket < %s").format(table=THROUGHPUT_TABLE),
+                (self.name, throughput_bucket(time.time() - THROUGHPUT_RETENTION_SECONDS)),
+            )
+        return swept
 
     async def retry(self, job: Job, error: str | None) -> None:
         plan_retry(job, self._random())
@@ -441,6 +515,67 @@ class PictorPostgresQueue(PostgresQueue):
     ) -> None:
         status = settled_status(job, status, error, self.swept_error_message)
         await super().finish(job, status, result=result, error=error, **kwargs)
+        self._count_finished()
+
+    def _count_finished(self) -> None:
+        """Add a finished job to this process's counts; they are written within a second."""
+        bucket = throughput_bucket(time.time())
+        self._unflushed[bucket] = self._unflushed.get(bucket, 0) + 1
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_soon(), name=f"throughput:{self.name}")
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(THROUGHPUT_FLUSH_SECONDS)
+        await self._flush_counts()
+
+    async def _flush_counts(self) -> None:
+        counts, self._unflushed = self._unflushed, {}
+        if not counts:
+            return
+        try:
+            async with self.pool.connection() as conn:
+                await conn.execute(
+                    SQL(
+                        "INSERT INTO {table} AS counted (queue, bucket, finished)"
+                        " SELECT %s, bucket, finished FROM unnest(%s::bigint[], %s::bigint[])"
+                        " AS counts (bucket, finished)"
+                        " ON CONFLICT (queue, bucket)"
+                        " DO UPDATE SET finished = counted.finished + EXCLUDED.finished"
+                    ).format(table=THROUGHPUT_TABLE),
+                    (self.name, list(counts), list(counts.values())),
+                )
+        except Exception:  # a throughput figure must never fail a job's bookkeeping: try again later
+            logger.warning("could not write the finished-job counts of %s", self.name, exc_info=True)
+            for bucket, finished in counts.items():
+                self._unflushed[bucket] = self._unflushed.get(bucket, 0) + finished
+
+    async def pictor_failed(self, limit: int) -> list[Job]:
+        if limit < 1:
+            return []
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                SQL(
+                    "SELECT job, status FROM {jobs} WHERE status = 'failed' AND queue = %(queue)s"
+                    " AND (expire_at IS NULL OR expire_at > %(now)s)"
+                    " ORDER BY expire_at DESC NULLS FIRST, lock_key DESC LIMIT %(limit)s"
+                ).format(jobs=self.jobs_table),
+                {"queue": self.name, "now": time.time(), "limit": limit},
+            )
+            rows = await cursor.fetchall()
+        jobs = [self.deserialize(job, status) for job, status in rows]
+        return [job for job in jobs if job is not None]
+
+    async def pictor_finished_counts(self, buckets: range) -> dict[int, int]:
+        if not buckets:
+            return {}
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                SQL(
+                    "SELECT bucket, finished FROM {table} WHERE queue = %s AND bucket BETWEEN %s AND %s"
+                ).format(table=THROUGHPUT_TABLE),
+                (self.name, buckets.start, buckets.stop - 1),
+            )
+            return {int(bucket): int(finished) for bucket, finished in await cursor.fetchall()}
 
     async def replace_finished(self, key: str) -> bool:
         async with self.pool.connection() as conn:

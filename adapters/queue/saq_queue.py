@@ -23,7 +23,12 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 from saq.job import TERMINAL_STATUSES, Job, Status
 
-from adapters.queue.conventions import ABORTED_ERROR, check_spec
+from adapters.queue.conventions import (
+    ABORTED_ERROR,
+    check_spec,
+    finished_per_minute,
+    throughput_window,
+)
 from adapters.queue.saq_backends import (
     META_CORRELATION_ID,
     META_RETRY_BACKOFF,
@@ -255,6 +260,27 @@ class SaqJobQueue:
             oldest_queued_age_seconds=None if oldest is None else max(0.0, time.time() - oldest),
         )
 
+    async def retry(self, queue: str, key: str) -> JobInfo | None:
+        saq_queue = await self.saq_queue(queue)
+        job = await saq_queue.job(key)
+        if job is None or _expired(job) or job.status not in _RETRYABLE:
+            return None
+        fresh = _again(job)
+        enqueued = await saq_queue.enqueue(fresh)
+        if enqueued is None and await saq_queue.replace_finished(key):
+            enqueued = await saq_queue.enqueue(fresh)
+        return None if enqueued is None else _info(queue, enqueued)
+
+    async def failed_jobs(self, queue: str, limit: int) -> list[JobInfo]:
+        jobs = await (await self.saq_queue(queue)).pictor_failed(limit)
+        return [_info(queue, job) for job in jobs if not _expired(job)]
+
+    async def finished_per_minute(self, queue: str, window_seconds: float) -> float:
+        now = time.time()
+        buckets = throughput_window(now, window_seconds)
+        counts = await (await self.saq_queue(queue)).pictor_finished_counts(buckets)
+        return finished_per_minute(counts, now=now, window_seconds=window_seconds)
+
     async def ping(self) -> None:
         await self._backend.ping()
 
@@ -298,6 +324,28 @@ class SaqJobQueue:
             "meta": meta,
         }
         return Job(**fields)
+
+
+_RETRYABLE = frozenset({Status.FAILED, Status.ABORTED})
+
+
+def _again(job: Job) -> Job:
+    """A fresh run of a finished job: same function, payload and settings, every attempt left."""
+    meta = dict(job.meta)
+    return Job(
+        function=job.function,
+        kwargs=dict(job.kwargs or {}),
+        key=job.key,
+        timeout=job.timeout,
+        heartbeat=job.heartbeat,
+        retries=job.retries,
+        ttl=job.ttl,
+        # A failed try fixed its planned delay in the job; the base and back-off are in meta.
+        retry_delay=float(meta.get(META_RETRY_BASE, job.retry_delay)),
+        retry_backoff=bool(meta.get(META_RETRY_BACKOFF, job.retry_backoff)),
+        scheduled=0,
+        meta=meta,
+    )
 
 
 def _expired(job: Job) -> bool:

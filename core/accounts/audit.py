@@ -28,6 +28,11 @@ class AuditAction(StrEnum):
     PROFILE_UPDATED = "user.profile_updated"
     PLAN_CHANGED = "user.plan_changed"
     SUBSCRIPTION_UPDATED = "subscription.updated"  # recorded from the published domain event
+    FLAG_CREATED = "feature_flag.created"
+    FLAG_UPDATED = "feature_flag.updated"
+    FLAG_DELETED = "feature_flag.deleted"
+    JOB_RETRIED = "job.retried"  # an operator queued a failed or aborted job again
+    JOB_ABORTED = "job.aborted"  # an operator stopped a queued or running job
 
 
 class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):

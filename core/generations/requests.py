@@ -47,6 +47,8 @@ ALLOWED_STYLES: Final = (
     "line-art",
     "3d-model",
 )
+# Styles in beta, each offered only to the users its feature flag (core.flags) is on for: style → key.
+BETA_STYLES: Final = {"sunset": "beta-style-sunset"}
 _WHITESPACE_CONTROLS: Final = frozenset("\t\n\r\v\f\x1c\x1d\x1e\x1f\x85")
 
 
@@ -105,8 +107,16 @@ def seed_from(random_bytes: bytes) -> int:
     return int.from_bytes(random_bytes, "big")
 
 
-def validate_request(request: GenerationRequest, plan: Plan) -> ValidRequest:
-    """The cleaned request, or `validation_failed` listing every invalid field."""
+def requested_style(request: GenerationRequest) -> str | None:
+    """The style as validation reads it: trimmed, lower-case, None when blank."""
+    return None if request.style is None else request.style.strip().lower() or None
+
+
+def validate_request(
+    request: GenerationRequest, plan: Plan, *, beta_styles: frozenset[str] = frozenset()
+) -> ValidRequest:
+    """The cleaned request, or `validation_failed` listing every invalid field. `beta_styles` are
+    the styles of BETA_STYLES open to this caller; the others are refused like unknown ones."""
     errors: list[FieldError] = []
     prompt = clean_text(request.prompt)
     if not prompt:
@@ -132,9 +142,10 @@ def validate_request(request: GenerationRequest, plan: Plan) -> ValidRequest:
         errors.append(FieldError("n", f"Between 1 and {MAX_IMAGES} images", "out_of_range"))
     if request.seed is not None and (isinstance(request.seed, bool) or not 0 <= request.seed <= MAX_SEED):
         errors.append(FieldError("seed", f"Between 0 and {MAX_SEED}", "out_of_range"))
-    style = None if request.style is None else request.style.strip().lower() or None
-    if style is not None and style not in ALLOWED_STYLES:
-        errors.append(FieldError("style", f"One of {', '.join(ALLOWED_STYLES)}", "unknown_style"))
+    style = requested_style(request)
+    if style is not None and style not in ALLOWED_STYLES and style not in beta_styles:
+        offered = (*ALLOWED_STYLES, *sorted(beta_styles))
+        errors.append(FieldError("style", f"One of {', '.join(offered)}", "unknown_style"))
     init_image = request.init_image
     if init_image is not None and not is_id(init_image):
         errors.append(FieldError("init_image", "Not an upload id", "invalid_id"))

@@ -32,9 +32,17 @@ from core.events import (
     GenerationSucceeded,
     to_outbox,
 )
+from core.flags.service import FeatureFlags, context_of
 from core.generations.generation import Generation, GenerationStatus, cancel
 from core.generations.prompt_policy import PromptPolicy
-from core.generations.requests import GenerationRequest, new_generation, seed_from, validate_request
+from core.generations.requests import (
+    BETA_STYLES,
+    GenerationRequest,
+    new_generation,
+    requested_style,
+    seed_from,
+    validate_request,
+)
 from core.identifiers import is_id
 from core.jobs import GENERATION, GENERATION_PRIORITY, JobSpec
 from core.outbox import OutboxMessage
@@ -137,10 +145,12 @@ class Generations:
         sleep: Sleep | None = None,
         heartbeat_seconds: float = RENDER_HEARTBEAT_SECONDS,
         webhooks_allow_private: bool = False,
+        flags: FeatureFlags | None = None,
     ) -> None:
         """`steps` is the renderer's steps per image (it sizes the job's time limit); `sleep`
         (e.g. `asyncio.sleep`, which the core may not import) paces `wait` and `watch`;
-        `webhooks_allow_private` lets a `webhook_url` use plain http and private addresses."""
+        `webhooks_allow_private` lets a `webhook_url` use plain http and private addresses;
+        `flags` opens beta styles to the users their flags are on for (without, none are open)."""
         if steps < 1:
             raise ValueError("steps must be at least 1")
         self._heartbeat_seconds = heartbeat_seconds
@@ -154,6 +164,7 @@ class Generations:
         self._steps = steps
         self._sleep = sleep
         self._webhooks_allow_private = webhooks_allow_private
+        self._flags = flags
 
     async def accept(self, principal: Principal, request: GenerationRequest) -> Generation:
         """Validate, reserve the images, store the queued generation and enqueue its render.
@@ -162,7 +173,7 @@ class Generations:
         (402) or `concurrency_limit` (429) from the quota; nothing is stored then."""
         principal.require_scope(Scope.GENERATIONS_WRITE)
         plan = self._catalog.effective(principal.plan)
-        valid = validate_request(request, plan)
+        valid = validate_request(request, plan, beta_styles=await self._beta_styles(principal, request))
         self._policy.check(valid.prompt)
         if valid.webhook_url is not None:  # resolved addresses are checked again at each delivery
             checked_target(valid.webhook_url, allow_private=self._webhooks_allow_private)
@@ -285,6 +296,15 @@ class Generations:
         if generation is None:
             raise _not_found()
         return generation
+
+    async def _beta_styles(self, principal: Principal, request: GenerationRequest) -> frozenset[str]:
+        """The requested style when it is a beta style whose flag is on for the caller; flags are
+        read only for requests that name a beta style."""
+        style = requested_style(request)
+        if self._flags is None or style not in BETA_STYLES:
+            return frozenset()
+        open_ = await self._flags.is_enabled(BETA_STYLES[style], context_of(principal))
+        return frozenset({style}) if open_ else frozenset()
 
     async def _require_upload(self, user_id: str, upload_id: str) -> None:
         async with self._database.unit_of_work() as uow:

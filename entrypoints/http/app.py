@@ -19,13 +19,19 @@ from swagger_ui_bundle import swagger_ui_path
 
 from entrypoints.generation_policy import upload_limits
 from entrypoints.http.auth import require_json_bodies
+from entrypoints.http.error_tracking import ErrorTrackingMiddleware
+from entrypoints.http.metrics_sampling import metrics_sampling_lifespan
 from entrypoints.http.problems import problem_details_plugin
 from entrypoints.http.request_context import RequestContext
 from entrypoints.http.routes.accounts import AuthController, MeController
 from entrypoints.http.routes.admin import AdminController
+from entrypoints.http.routes.admin_errors import AdminErrorsController
+from entrypoints.http.routes.admin_metrics import AdminMetricsController
+from entrypoints.http.routes.admin_queues import AdminQueuesController
 from entrypoints.http.routes.api_keys import ApiKeysController
 from entrypoints.http.routes.billing import SubscriptionController, get_usage
 from entrypoints.http.routes.files import download_file
+from entrypoints.http.routes.flags import AdminFlagsController, get_flags
 from entrypoints.http.routes.generations import GenerationsController
 from entrypoints.http.routes.health import live, ready
 from entrypoints.http.routes.metrics import MetricsController
@@ -94,6 +100,7 @@ def create_app(
     """
     factory = registry_factory or (lambda: service_registry(settings))
     shutdown = ShutdownState(drain_file)
+    error_tracking = ErrorTrackingMiddleware()  # counts while its lifespan runs
 
     @asynccontextmanager
     async def mark_draining(_: Litestar) -> AsyncIterator[None]:
@@ -110,6 +117,11 @@ def create_app(
             MeController,
             ApiKeysController,
             AdminController,
+            AdminErrorsController,
+            AdminMetricsController,
+            AdminQueuesController,
+            AdminFlagsController,
+            get_flags,
             list_plans,
             SubscriptionController,
             get_usage,
@@ -127,12 +139,18 @@ def create_app(
         ],
         plugins=[SvcsPlugin(factory), problem_details_plugin()],
         before_request=require_json_bodies,
-        lifespan=[*extra_lifespans, mark_draining],
+        lifespan=[
+            error_tracking.lifespan,
+            *extra_lifespans,
+            metrics_sampling_lifespan(settings),
+            mark_draining,
+        ],
         openapi_config=_openapi_config(),
         logging_config=None,
         state=State({"shutdown": shutdown, "settings": settings}),
         request_max_body_size=10 * 1024 * 1024,
     )
     hsts = settings.public_base_url.startswith("https:")
-    app.asgi_handler = cast("Any", RequestContext(cast("Any", app.asgi_handler), hsts=hsts))
+    handler = error_tracking.around(cast("Any", app.asgi_handler))
+    app.asgi_handler = cast("Any", RequestContext(handler, hsts=hsts))
     return app

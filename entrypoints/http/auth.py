@@ -19,6 +19,7 @@ from core.accounts.principal import Principal
 from core.billing.plans import PlanCatalog
 from core.errors import DomainError, ErrorCode
 from core.ports import Clock, Database, Ids, PasswordHasher, RateLimiter, SessionStore
+from entrypoints.business_metrics import API_RATE_LIMIT, observe_rate_limit_rejection
 from entrypoints.http.rate_limit_headers import rate_limit_headers, rate_limit_policy, retry_after_seconds
 from entrypoints.http.request_context import CORRELATION_SCOPE_KEY, RATE_LIMIT_HEADERS_SCOPE_KEY
 from entrypoints.http.svcs_plugin import SvcsContainer, registry_of
@@ -110,6 +111,7 @@ class Guard:
         headers = rate_limit_headers(self._policies[plan.code], decision)
         scope[RATE_LIMIT_HEADERS_SCOPE_KEY] = headers  # type: ignore[literal-required]
         if not decision.allowed:
+            observe_rate_limit_rejection(API_RATE_LIMIT)
             raise DomainError(
                 ErrorCode.RATE_LIMITED,
                 f"The {plan.name} plan allows {plan.rate_limit.requests} requests per "

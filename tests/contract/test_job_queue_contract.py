@@ -636,3 +636,129 @@ async def test_cron_jobs_run_on_their_schedule(harness: Harness) -> None:
     assert ticks[0] == (cron_key("tick"), {"source": "cron"})
     info = await harness.port.status(QUEUE, cron_key("tick"))
     assert info is not None and info.function == "tick"
+
+
+async def test_a_failed_job_is_listed_and_can_be_retried_with_all_its_attempts(harness: Harness) -> None:
+    fixed = asyncio.Event()
+    runs: list[int] = []
+
+    async def fragile(ctx: JobContext, n: int) -> dict[str, Any]:
+        runs.append(ctx.attempt)
+        if not fixed.is_set():
+            raise RuntimeError(f"broken on try {ctx.attempt}")
+        return {"n": n, "attempt": ctx.attempt, "correlation": ctx.correlation_id}
+
+    async def ok(ctx: JobContext) -> None:
+        return None
+
+    await harness.start_worker({"fragile": fragile, "ok": ok})
+    key = harness.key("fragile")
+    await harness.port.enqueue(
+        spec(
+            harness,
+            "fragile",
+            "fragile",
+            kwargs={"n": 7},
+            attempts=2,
+            retry_delay_seconds=0.05,
+            correlation_id="req-9",
+        )
+    )
+    failed = await wait_finished(harness, key)
+    assert (failed.state, failed.attempts) == (JobState.FAILED, 2)
+    await harness.port.enqueue(spec(harness, "fine", "ok"))
+    await wait_finished(harness, harness.key("fine"))
+
+    listed = await harness.port.failed_jobs(QUEUE, 10)
+    assert [(i.key, i.state, i.function, i.attempts) for i in listed] == [
+        (key, JobState.FAILED, "fragile", 2)
+    ]
+    assert listed[0].error is not None and "broken on try 2" in listed[0].error
+    assert await harness.port.failed_jobs(QUEUE, 0) == []
+
+    # Only a failed or aborted job can be retried: not a completed one, not an unknown one.
+    assert await harness.port.retry(QUEUE, harness.key("fine")) is None
+    assert await harness.port.retry(QUEUE, harness.key("unknown")) is None
+
+    fixed.set()
+    retried = await harness.port.retry(QUEUE, key)
+    assert retried is not None
+    assert (retried.key, retried.state, retried.function) == (key, JobState.QUEUED, "fragile")
+    done = await wait_until(harness, key, lambda i: i.state is JobState.COMPLETE)
+    # A fresh run: its tries count from one again; payload and correlation id are the job's own.
+    assert done.result == {"n": 7, "attempt": 1, "correlation": "req-9"}
+    assert done.attempts == 1
+    assert runs == [1, 2, 1]
+    assert await harness.port.failed_jobs(QUEUE, 10) == []
+    assert await harness.port.retry(QUEUE, key) is None  # completed now
+
+
+async def test_retrying_keeps_the_jobs_attempts_and_is_done_once(harness: Harness) -> None:
+    async def always_broken(ctx: JobContext) -> None:
+        raise RuntimeError(f"no luck on try {ctx.attempt}")
+
+    key = harness.key("broken")
+    await harness.port.enqueue(spec(harness, "broken", "always_broken", attempts=2, retry_delay_seconds=0.05))
+    worker = await harness.start_worker({"always_broken": always_broken})
+    await wait_finished(harness, key)
+    await harness.stop_worker(worker)
+
+    # Two retries at once: one queues the job again, the other finds it queued already.
+    first, second = await asyncio.gather(harness.port.retry(QUEUE, key), harness.port.retry(QUEUE, key))
+    assert [r is not None for r in (first, second)].count(True) == 1
+    assert (await harness.port.stats(QUEUE)).queued == 1
+
+    await harness.start_worker({"always_broken": always_broken})
+    again = await wait_until(harness, key, lambda i: i.state is JobState.FAILED and i.finished_at is not None)
+    assert again.attempts == 2  # both tries again, then failed again
+    assert again.error is not None and "no luck on try 2" in again.error
+
+
+async def test_an_aborted_job_can_be_retried(harness: Harness) -> None:
+    ran: list[str] = []
+
+    async def record(ctx: JobContext) -> None:
+        ran.append(ctx.key)
+
+    key = harness.key("later")
+    await harness.port.enqueue(spec(harness, "later", "record", delay_seconds=60))
+    assert await harness.port.abort(QUEUE, key) is True
+    assert await harness.port.failed_jobs(QUEUE, 10) == []  # aborted is not failed
+
+    retried = await harness.port.retry(QUEUE, key)
+    assert retried is not None and retried.state is JobState.QUEUED
+    await harness.start_worker({"record": record})
+    done = await wait_finished(harness, key)
+    assert done.state is JobState.COMPLETE  # queued for now, not for its old delay
+    assert ran == [key]
+
+
+async def test_throughput_counts_every_finished_job_once(harness: Harness) -> None:
+    async def ok(ctx: JobContext) -> None:
+        return None
+
+    async def bad(ctx: JobContext) -> None:
+        raise RuntimeError("no")
+
+    assert await harness.port.finished_per_minute(QUEUE, 60) == 0.0
+    with pytest.raises(ValueError):
+        await harness.port.finished_per_minute(QUEUE, 0)
+
+    await harness.start_worker({"ok": ok, "bad": bad})
+    for name in ("one", "two", "three"):
+        await harness.port.enqueue(spec(harness, name, "ok"))
+    await harness.port.enqueue(spec(harness, "bad", "bad", attempts=2, retry_delay_seconds=0.05))
+    await harness.port.enqueue(spec(harness, "doomed", "ok", delay_seconds=60))
+    await harness.port.abort(QUEUE, harness.key("doomed"))
+    for name in ("one", "two", "three", "bad"):
+        await wait_finished(harness, harness.key(name))
+
+    # Three complete, one failed (its two tries count once), one aborted: five finished jobs,
+    # all within the last minute; over two minutes that is half as many per minute. A worker may
+    # hold its counts for a second before it writes them.
+    deadline = time.monotonic() + 20  # only against a hang
+    while await harness.port.finished_per_minute(QUEUE, 60) < 5 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert await harness.port.finished_per_minute(QUEUE, 60) == pytest.approx(5.0)
+    assert await harness.port.finished_per_minute(QUEUE, 120) == pytest.approx(2.5)
+    assert await harness.port.finished_per_minute("other", 60) == 0.0

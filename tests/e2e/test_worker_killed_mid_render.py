@@ -71,7 +71,7 @@ async def ledger(database_url: str, generation_id: str) -> dict[str, Any]:
 
         return {
             "events": await rows(
-                "SELECT type FROM outbox WHERE payload->>'generation_id' = %(id)s ORDER BY position"
+                "SELECT type FROM outbox WHERE payload->'data'->>'generation_id' = %(id)s ORDER BY position"
             ),
             "generation": await rows("SELECT status, attempts FROM generations WHERE id = %(id)s"),
             "reservations": await rows("SELECT status, images FROM quota_reservations WHERE id = %(id)s"),

@@ -127,7 +127,7 @@ async def test_an_upgrade_over_http_charges_the_preview_and_lifts_the_quota_at_o
         assert me["plan"] == "team"
         await quotas.reserve(user["id"], me["plan"], ids.new_id(), 1)  # the next generation is accepted
         events = await _rows(
-            postgres_url, "SELECT payload->>'plan' FROM outbox WHERE type = 'subscription.updated'"
+            postgres_url, "SELECT payload->'data'->>'plan' FROM outbox WHERE type = 'subscription.updated'"
         )
         assert events == [("team",)]
 

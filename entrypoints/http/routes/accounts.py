@@ -14,6 +14,7 @@ from core.accounts.authentication import Authentication
 from core.accounts.principal import CredentialKind
 from core.accounts.registration import ProfileChanges
 from core.errors import ErrorCode
+from entrypoints.business_metrics import observe_registration, observing_login
 from entrypoints.http.auth import (
     BEARER_SECURITY,
     PRINCIPAL_DEPENDENCY,
@@ -61,6 +62,7 @@ class AuthController(Controller):
             display_name=data.display_name,
             caller=caller_of(request),
         )
+        observe_registration()
         return UserOut.of(user)
 
     @post(
@@ -76,9 +78,10 @@ class AuthController(Controller):
         """A new session: its token is in the body (for programs) and in an HttpOnly cookie (browsers)."""
         authentication = await authentication_from(svcs_container)
         settings = await svcs_container.aget(Settings)
-        result = await authentication.login(
-            email=data.email, password=data.password, caller=caller_of(request)
-        )
+        with observing_login():
+            result = await authentication.login(
+                email=data.email, password=data.password, caller=caller_of(request)
+            )
         body = LoginOut(
             token=result.token,
             session=SessionSummary(

@@ -19,6 +19,7 @@ from core.generations.generation import Generation, GenerationStatus
 from core.generations.requests import GenerationRequest
 from core.pagination import encode_cursor
 from core.ports import BlobStore, Clock, Database
+from entrypoints.business_metrics import observe_generation_canceled, observing_generation_acceptance
 from entrypoints.http.auth import BEARER_SECURITY, PRINCIPAL_DEPENDENCY, CurrentPrincipal
 from entrypoints.http.idempotency import Answer, answer_once
 from entrypoints.http.openapi_responses import problem_responses
@@ -180,7 +181,8 @@ class GenerationsController(Controller):
             wait = None  # waiting reads the generation; ignore the hint rather than fail after creating
 
         async def create() -> Answer:
-            generation = await generations.accept(principal, data)
+            with observing_generation_acceptance():
+                generation = await generations.accept(principal, data)
             status = 202
             headers = [("Location", f"{GENERATIONS_PATH}/{generation.id}")]
             if wait is not None:
@@ -240,6 +242,7 @@ class GenerationsController(Controller):
 
         async def cancel() -> Answer:
             canceled = await generations.cancel(principal, generation_id)
+            observe_generation_canceled()
             return Answer.json(200, await generation_out(canceled, blobs))
 
         return await answer_once(request, principal, database=database, clock=clock, work=cancel)

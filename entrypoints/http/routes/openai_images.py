@@ -41,6 +41,7 @@ from core.generations.generation import Generation, GenerationStatus
 from core.generations.requests import ALLOWED_SIZES, GenerationRequest, parse_size
 from core.generations.service import Generations
 from core.ports import BlobStore
+from entrypoints.business_metrics import observe_generation_canceled, observing_generation_acceptance
 from entrypoints.http.auth import BEARER_SECURITY, PRINCIPAL_DEPENDENCY, CurrentPrincipal
 from entrypoints.http.problems import (
     Problem,
@@ -199,6 +200,7 @@ async def finished_or_canceled(
         return generation
     try:
         await generations.cancel(principal, generation.id)
+        observe_generation_canceled()
     except DomainError as error:
         if error.code is not ErrorCode.INVALID_STATE:
             raise
@@ -344,7 +346,8 @@ class OpenAIImagesController(Controller):
         generations = await generations_from(svcs_container)
         blobs, catalog, settings = await svcs_container.aget(BlobStore, PlanCatalog, Settings)
         request = generation_request(data, catalog.effective(principal.plan))
-        accepted = await generations.accept(principal, request)
+        with observing_generation_acceptance():
+            accepted = await generations.accept(principal, request)
         waited = await generations.wait(
             principal, accepted.id, timeout_seconds=settings.generation_wait_max_seconds
         )
