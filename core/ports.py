@@ -243,6 +243,11 @@ class JobContext(Protocol):
     """What a running job sees of its own execution."""
 
     @property
+    def queue(self) -> str:
+        """The queue the job was taken from (e.g. `generation-priority`)."""
+        ...
+
+    @property
     def key(self) -> str: ...
 
     @property

@@ -63,7 +63,6 @@ DEFAULT_INTERVAL_SECONDS: Final = 1.0
 MAX_BACKOFF_SECONDS: Final = 30.0
 SEND_GRACE_SECONDS: Final = 5.0  # how long stopping waits for alerts still being sent
 
-UNKNOWN_QUEUE: Final = "unknown"  # a job function missing from the table of queues
 
 _CODES: Final = {code.value: code for code in ErrorCode}
 
@@ -327,26 +326,23 @@ async def check_ops_secret(secrets: Secrets) -> None:
 
 
 def counting_outcomes(
-    handlers: Mapping[str, JobHandler], tracking: ErrorTracking | None, queues: Mapping[str, str]
+    handlers: Mapping[str, JobHandler], tracking: ErrorTracking | None
 ) -> dict[str, JobHandler]:
-    """`handlers` with every run counted by `tracking` under the job's name and its queue from
-    `queues` (the same handlers when there is no tracking)."""
+    """`handlers` with every run counted by `tracking` under the job's name and the queue it was
+    taken from (the same handlers when there is no tracking)."""
     if tracking is None:
         return dict(handlers)
-    return {
-        name: _counted(handler, tracking, name, queues.get(name, UNKNOWN_QUEUE))
-        for name, handler in handlers.items()
-    }
+    return {name: _counted(handler, tracking, name) for name, handler in handlers.items()}
 
 
-def _counted(handler: JobHandler, tracking: ErrorTracking, function: str, queue: str) -> JobHandler:
+def _counted(handler: JobHandler, tracking: ErrorTracking, function: str) -> JobHandler:
     async def counted(ctx: JobContext, **kwargs: Any) -> Any:
         try:
             result = await handler(ctx, **kwargs)
         except Exception as error:  # a cancellation (abort, shutdown) is not a failure
-            tracking.count_job(queue, function, ctx, error)
+            tracking.count_job(ctx.queue, function, ctx, error)
             raise
-        tracking.count_job(queue, function, ctx, None)
+        tracking.count_job(ctx.queue, function, ctx, None)
         return result
 
     counted.__name__ = getattr(handler, "__name__", function)

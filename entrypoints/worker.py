@@ -22,7 +22,7 @@ from adapters.webhooks_http.transport import HttpWebhookTransport
 from core.accounts.registration import SEND_PASSWORD_RESET_EMAIL, SEND_VERIFICATION_EMAIL, EmailJobs
 from core.event_handlers import SEND_QUOTA_NOTICE, QuotaNotices
 from core.generations.service import RENDER_GENERATION
-from core.jobs import EMAIL, GENERATION, MAINTENANCE, QUEUES, WEBHOOKS
+from core.jobs import MAINTENANCE, QUEUES
 from core.ports import (
     Clock,
     Database,
@@ -69,19 +69,6 @@ MAINTENANCE_JOBS: tuple[CronJob, ...] = (
     CronJob(function="reconcile_generations", cron="* * * * *", queue=MAINTENANCE, timeout_seconds=55),
     CronJob(function="expire_generation_images", cron="41 * * * *", queue=MAINTENANCE, timeout_seconds=900),
 )
-
-# The queue each job function is enqueued on, for the failure rate per queue of error tracking (a
-# JobContext does not say which queue its job came from). Renders of paid plans, which run on
-# generation-priority, count under generation.
-JOB_QUEUES: dict[str, str] = {
-    "publish_outbox": MAINTENANCE,
-    DELIVER_WEBHOOK: WEBHOOKS,
-    SEND_QUOTA_NOTICE: EMAIL,
-    RENDER_GENERATION: GENERATION,
-    SEND_VERIFICATION_EMAIL: EMAIL,
-    SEND_PASSWORD_RESET_EMAIL: EMAIL,
-    **{job.function: job.queue for job in MAINTENANCE_JOBS},
-}
 
 
 def job_handlers(registry: svcs.Registry) -> dict[str, JobHandler]:
@@ -187,7 +174,7 @@ def job_handlers(registry: svcs.Registry) -> dict[str, JobHandler]:
         SEND_VERIFICATION_EMAIL: with_services(send_verification_email),
         SEND_PASSWORD_RESET_EMAIL: with_services(send_password_reset_email),
     }
-    return counting_outcomes(handlers, tracking_of(registry), JOB_QUEUES)
+    return counting_outcomes(handlers, tracking_of(registry))
 
 
 def served_queues(queues: Sequence[str] | None) -> list[str]:

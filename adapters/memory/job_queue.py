@@ -372,6 +372,10 @@ class MemoryJobContext:
         self._run = run
 
     @property
+    def queue(self) -> str:
+        return self._record.queue
+
+    @property
     def key(self) -> str:
         return self._record.key
 

@@ -16,6 +16,13 @@ class SaqJobContext:
         self._job = job
 
     @property
+    def queue(self) -> str:
+        queue = self._job.queue
+        if queue is None:  # a job a worker runs always has its queue
+            raise RuntimeError("the job has no queue")
+        return queue.name.rpartition(":")[2]  # SAQ's name is `<name_prefix>:<queue>`
+
+    @property
     def key(self) -> str:
         return self._job.key
 

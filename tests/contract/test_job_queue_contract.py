@@ -224,7 +224,13 @@ async def test_a_job_runs_and_its_result_is_visible(harness: Harness) -> None:
 
     async def describe(ctx: JobContext, **kwargs: Any) -> dict[str, Any]:
         seen.append(kwargs)
-        return {"key": ctx.key, "attempt": ctx.attempt, "correlation": ctx.correlation_id, "echo": kwargs}
+        return {
+            "queue": ctx.queue,
+            "key": ctx.key,
+            "attempt": ctx.attempt,
+            "correlation": ctx.correlation_id,
+            "echo": kwargs,
+        }
 
     await harness.start_worker({"describe": describe})
     payload = {"ids": ["a", "b"], "n": 3, "nested": {"x": 1.5, "ok": True, "none": None}}
@@ -238,7 +244,13 @@ async def test_a_job_runs_and_its_result_is_visible(harness: Harness) -> None:
     assert queued.key  # a fresh key when none is given
     info = await wait_finished(harness, queued.key)
     assert info.state is JobState.COMPLETE
-    assert info.result == {"key": queued.key, "attempt": 1, "correlation": "req-7", "echo": payload}
+    assert info.result == {
+        "queue": QUEUE,  # the logical name, whatever prefix the store gives it
+        "key": queued.key,
+        "attempt": 1,
+        "correlation": "req-7",
+        "echo": payload,
+    }
     assert seen == [payload]
     assert info.attempts == 1
     assert info.progress == 1.0

@@ -201,6 +201,7 @@ async def test_admins_set_plans_through_patch(client: AsyncTestClient[Litestar])
 
 
 class JobContext:
+    queue = "maintenance"
     key = "roll_over_subscriptions"
     attempt = 1
     correlation_id = None

@@ -25,8 +25,7 @@ from entrypoints.error_tracking import ErrorTracking, tracking_of
 from entrypoints.http.app import create_app
 from entrypoints.http.svcs_plugin import registry_of
 from entrypoints.settings import Settings, settings_from_mapping
-from entrypoints.wiring import service_registry
-from entrypoints.worker import JOB_QUEUES, job_handlers, start_worker
+from entrypoints.worker import start_worker
 from tests.support.error_tracking import driven_by_hand
 from tests.support.ops_receiver import OpsReceiver
 
@@ -247,10 +246,3 @@ async def test_failing_jobs_alert_for_their_queue(
             "pictor_job_failures_total", {"queue": "webhooks", "function": DELIVER_WEBHOOK}
         )
         assert failures is not None and failures >= 10
-
-
-async def test_every_job_function_has_a_queue(
-    alert_settings: Settings, alert_environ: dict[str, str]
-) -> None:
-    async with service_registry(alert_settings, environ=alert_environ) as registry:
-        assert set(job_handlers(registry)) <= set(JOB_QUEUES)

@@ -52,6 +52,7 @@ class HandJobContext:
     """A JobContext whose progress reports are recorded, with a hook to act on them."""
 
     def __init__(self, key: str, attempt: int = 1) -> None:
+        self.queue = "generation"
         self.key = key
         self.attempt = attempt
         self.correlation_id: str | None = None
