@@ -30,27 +30,13 @@ from PIL import Image
 from adapters.postgres.migrations import apply_migrations
 from tests.e2e.processes import PictorProcess, clean_environ, free_port
 from tests.support.accounts import PASSWORD
+from tests.support.plans import roomy_plans_file
 from tests.support.services import unique_name
 
 pytestmark = pytest.mark.e2e
 
 RENDER_STEPS = 6  # a few progress events, still fast
 TERMINAL = ("succeeded", "failed", "canceled")
-
-# Roomy limits: the tests poll, and a 429 must never decide their outcome.
-PLANS = """
-format = 1
-
-[plans.free]
-name = "Roomy"
-monthly_price_cents = 0
-currency = "USD"
-monthly_images = 100
-rate_limit = { requests = 10000, per_seconds = 60, burst = 10000 }
-max_concurrent_jobs = 4
-max_image_pixels = 1048576
-features = ["api_access"]
-"""
 
 
 @dataclass
@@ -69,9 +55,7 @@ class Deployment:
 
 
 def plans_file(tmp_path: Path) -> str:
-    path = tmp_path / "plans.toml"
-    path.write_text(PLANS)
-    return str(path)
+    return roomy_plans_file(tmp_path, monthly_images=100, max_concurrent_jobs=4, max_image_pixels=1024 * 1024)
 
 
 def start_serve(env: dict[str, str], tmp_path: Path, deployment: Deployment, name: str = "serve") -> None:

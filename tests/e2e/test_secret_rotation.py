@@ -36,23 +36,11 @@ from standardwebhooks import Webhook
 from adapters.postgres.migrations import apply_migrations
 from tests.e2e.processes import PictorProcess, clean_environ, free_port
 from tests.support.accounts import PASSWORD
+from tests.support.plans import roomy_plans_file
 from tests.support.services import unique_name
 
 pytestmark = pytest.mark.e2e
 
-PLANS = """
-format = 1
-
-[plans.free]
-name = "Roomy"
-monthly_price_cents = 0
-currency = "USD"
-monthly_images = 1000
-rate_limit = { requests = 100000, per_seconds = 60, burst = 100000 }
-max_concurrent_jobs = 8
-max_image_pixels = 1048576
-features = ["api_access"]
-"""
 ROTATED = ("url_signing_key", "webhook_secret_key", "metrics_token")
 LOAD_THREADS = 4
 
@@ -174,8 +162,6 @@ class Load:
 def deployment(postgres_url: str, valkey_url: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     asyncio.run(apply_migrations(postgres_url))
     port = free_port()
-    plans = tmp_path / "plans.toml"
-    plans.write_text(PLANS)
     env = clean_environ(
         {
             "PICTOR_DATA_DIR": str(tmp_path / "var"),
@@ -187,7 +173,9 @@ def deployment(postgres_url: str, valkey_url: str, tmp_path: Path) -> Iterator[t
             "PICTOR_STORAGE_URL": (tmp_path / "blobs").as_uri(),
             "PICTOR_EMBEDDED_WORKER": "true",
             "PICTOR_SECRETS_CACHE_SECONDS": "1",
-            "PICTOR_PLANS_FILE": str(plans),
+            "PICTOR_PLANS_FILE": roomy_plans_file(
+                tmp_path, max_concurrent_jobs=8, max_image_pixels=1024 * 1024, requests=100_000
+            ),
             "PICTOR_RENDER_STEPS": "2",
             "PICTOR_RENDER_WORKERS": "1",
             "PICTOR_WORKER_CONCURRENCY": "2",

@@ -21,28 +21,14 @@ from core.ports import Clock
 from entrypoints.http.svcs_plugin import registry_of
 from entrypoints.use_cases import registration_from
 from tests.support.accounts import PASSWORD, bearer, login, register
+from tests.support.plans import roomy_plans_file
 
-PLANS = """
-format = 1
-
-[plans.free]
-name = "Roomy"
-monthly_price_cents = 0
-currency = "USD"
-monthly_images = 1000
-rate_limit = { requests = 10000, per_seconds = 60, burst = 10000 }
-max_concurrent_jobs = 20
-max_image_pixels = 262144
-features = ["api_access"]
-"""
 FLAGS = "/admin/flags"
 
 
 @pytest.fixture
 def environ(environ: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    plans = tmp_path / "plans.toml"
-    plans.write_text(PLANS)
-    return {**environ, "PICTOR_PLANS_FILE": str(plans)}
+    return {**environ, "PICTOR_PLANS_FILE": roomy_plans_file(tmp_path)}
 
 
 async def user(client: AsyncTestClient[Litestar], email: str) -> dict[str, str]:

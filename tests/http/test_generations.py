@@ -32,28 +32,13 @@ from entrypoints.http.app import create_app
 from entrypoints.http.svcs_plugin import registry_of
 from entrypoints.settings import settings_from_mapping
 from tests.support.accounts import bearer, login, register
+from tests.support.plans import roomy_plans_file
 
 T = TypeVar("T")
 
-PLANS = """
-format = 1
-
-[plans.free]
-name = "Roomy"
-monthly_price_cents = 0
-currency = "USD"
-monthly_images = {monthly_images}
-rate_limit = {{ requests = 10000, per_seconds = 60, burst = 10000 }}
-max_concurrent_jobs = 20
-max_image_pixels = 262144
-features = ["api_access"]
-"""
-
 
 def plans_environ(environ: dict[str, str], tmp_path: Path, monthly_images: int) -> dict[str, str]:
-    plans = tmp_path / f"plans-{monthly_images}.toml"
-    plans.write_text(PLANS.format(monthly_images=monthly_images))
-    return {**environ, "PICTOR_PLANS_FILE": str(plans)}
+    return {**environ, "PICTOR_PLANS_FILE": roomy_plans_file(tmp_path, monthly_images=monthly_images)}
 
 
 @pytest.fixture

@@ -26,34 +26,18 @@ from entrypoints.http.app import create_app
 from entrypoints.http.svcs_plugin import registry_of
 from entrypoints.settings import settings_from_mapping
 from tests.support.accounts import bearer, login, register
+from tests.support.plans import roomy_plans_file
 
 ENDPOINTS = "/v1/webhook-endpoints"
 ACCOUNT_SECRET = "/v1/webhook-secret"
 TARGET = "https://hooks.example.com/pictor"
 
-# Many requests per test: a plan whose rate limit never gets in the way.
-PLANS = """
-format = 1
-
-[plans.free]
-name = "Roomy"
-monthly_price_cents = 0
-currency = "USD"
-monthly_images = 100
-rate_limit = { requests = 10000, per_seconds = 60, burst = 10000 }
-max_concurrent_jobs = 5
-max_image_pixels = 262144
-features = ["api_access"]
-"""
-
 
 @pytest.fixture
 def environ(environ: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    plans = tmp_path / "plans.toml"
-    plans.write_text(PLANS)
     return {
         **environ,
-        "PICTOR_PLANS_FILE": str(plans),
+        "PICTOR_PLANS_FILE": roomy_plans_file(tmp_path, monthly_images=100, max_concurrent_jobs=5),
         "PICTOR_SECRET_WEBHOOK_SECRET_KEY": "webhook-master-key-for-tests",
     }
 

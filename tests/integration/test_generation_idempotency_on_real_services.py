@@ -24,6 +24,7 @@ from entrypoints.http.app import create_app
 from entrypoints.settings import settings_from_mapping
 from entrypoints.wiring import service_registry
 from tests.support.accounts import bearer, login, register
+from tests.support.plans import roomy_plans_file
 from tests.support.services import unique_name
 
 pytestmark = pytest.mark.services
@@ -31,26 +32,10 @@ pytestmark = pytest.mark.services
 T = TypeVar("T")
 DUPLICATES = 10
 
-PLANS = """
-format = 1
-
-[plans.free]
-name = "Roomy"
-monthly_price_cents = 0
-currency = "USD"
-monthly_images = 1000
-rate_limit = { requests = 10000, per_seconds = 60, burst = 10000 }
-max_concurrent_jobs = 50
-max_image_pixels = 262144
-features = ["api_access"]
-"""
-
 
 @pytest.fixture
 async def client(postgres_url: str, tmp_path: Path) -> AsyncIterator[AsyncTestClient[Litestar]]:
     await apply_migrations(postgres_url)
-    plans = tmp_path / "plans.toml"
-    plans.write_text(PLANS)
     environ = {
         "PICTOR_DATA_DIR": str(tmp_path),
         "PICTOR_DATABASE_URL": postgres_url,
@@ -60,7 +45,7 @@ async def client(postgres_url: str, tmp_path: Path) -> AsyncIterator[AsyncTestCl
         "PICTOR_STORAGE_URL": "memory://",
         "PICTOR_SECRET_URL_SIGNING_KEY": "k",
         "PICTOR_SECRET_WEBHOOK_SECRET_KEY": "w",
-        "PICTOR_PLANS_FILE": str(plans),
+        "PICTOR_PLANS_FILE": roomy_plans_file(tmp_path, max_concurrent_jobs=50),
         "PICTOR_EMBEDDED_WORKER": "false",  # generations stay queued: nothing else changes them
         "PICTOR_DB_POOL_MIN": "1",
         "PICTOR_DB_POOL_MAX": str(DUPLICATES + 2),
