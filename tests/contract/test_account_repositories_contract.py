@@ -8,7 +8,7 @@ time-ordered ids, atomic token consumption, and the transaction rules of the out
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, TypeVar
 
@@ -24,6 +24,7 @@ from core.accounts.users import Role, User, UserStatus
 from core.errors import DomainError, ErrorCode
 from core.outbox import OutboxMessage
 from core.ports import Database, UnitOfWork
+from tests.support.units_of_work import committed, read
 
 T = TypeVar("T")
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -102,20 +103,6 @@ def make_token(user: User, token_hash: str, **changes: Any) -> OneTimeToken:
 def make_record(ids: SequentialIds, action: AuditAction, **changes: Any) -> AuditRecord:
     record = AuditRecord(id=ids.new_id(), occurred_at=T0, action=action, actor_id=None)
     return msgspec.structs.replace(record, **changes)
-
-
-async def committed(db: Database, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
-    """Run `work` in a unit of work and commit it."""
-    async with db.unit_of_work() as uow:
-        result = await work(uow)
-        await uow.commit()
-    return result
-
-
-async def read(db: Database, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
-    """Run `work` in a unit of work that is rolled back: what another unit of work sees now."""
-    async with db.unit_of_work() as uow:
-        return await work(uow)
 
 
 async def add_users(db: Database, *users: User) -> None:
