@@ -14,14 +14,13 @@ about a second, even with the bus down.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Final
 
-from adapters.background_tasks import cancel_and_wait
+from adapters.invalidation_listener import InvalidationListener
 from adapters.single_flight import SingleFlight
 from core.cache_tags import Invalidation
 from core.flags.model import Flag
@@ -55,7 +54,7 @@ class FlagSnapshotCache:
         self._loaded_at = 0.0
         self._epoch = 0  # bumped by every invalidation: a load that spans one is not kept
         self._flights = SingleFlight()
-        self._listener: asyncio.Task[None] | None = None
+        self._listener = InvalidationListener(bus, self.apply, name="feature-flag-invalidations")
         self.loads = 0  # how many times the source was read (for tests and benchmarks)
 
     async def get_or_load(self, loader: Callable[[], Awaitable[Sequence[Flag]]]) -> Mapping[str, Flag]:
@@ -99,22 +98,7 @@ class FlagSnapshotCache:
     # --- listening ------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._listener is None:
-            self._listener = asyncio.create_task(self._listen(), name="feature-flag-invalidations")
+        self._listener.start()
 
     async def aclose(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            await cancel_and_wait(listener)
-
-    async def _listen(self) -> None:
-        while True:
-            try:
-                async for invalidation in self._bus.listen():
-                    self.apply(invalidation)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug in a bus must not silently freeze the snapshot
-                logger.exception("feature flag cache: the invalidation listener failed; restarting")
-                self.drop()
-                await asyncio.sleep(1.0)
+        await self._listener.aclose()

@@ -8,13 +8,12 @@ must never leave a revoked key working). Entries also expire after their TTL, as
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar
 
-from adapters.background_tasks import cancel_and_wait
+from adapters.invalidation_listener import InvalidationListener
 from adapters.single_flight import SingleFlight
 from core.cache_tags import Invalidation
 from core.ports import InvalidationBus
@@ -44,7 +43,7 @@ class NearCache:
         self._by_tag: dict[str, set[str]] = {}
         self._epoch = 0  # bumped by every invalidation: a load that spans one is not kept
         self._flights = SingleFlight()
-        self._listener: asyncio.Task[None] | None = None
+        self._listener = InvalidationListener(bus, self.apply, name="principal-cache-invalidations")
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -87,25 +86,10 @@ class NearCache:
     # --- listening ------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._listener is None:
-            self._listener = asyncio.create_task(self._listen(), name="principal-cache-invalidations")
+        self._listener.start()
 
     async def aclose(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            await cancel_and_wait(listener)
-
-    async def _listen(self) -> None:
-        while True:
-            try:
-                async for invalidation in self._bus.listen():
-                    self.apply(invalidation)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug in a bus must not silently freeze the cache
-                logger.exception("principal cache: the invalidation listener failed; restarting")
-                self.apply(Invalidation(reset=True))
-                await asyncio.sleep(1.0)
+        await self._listener.aclose()
 
     def apply(self, invalidation: Invalidation) -> None:
         """Act on one message from the bus."""
