@@ -6,13 +6,16 @@ Input Structs list only what a caller may set; anything else in a body is ignore
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
+from litestar.params import QueryParameter
 
 from core.accounts.api_keys import ApiKey
 from core.accounts.audit import AuditRecord
 from core.accounts.sessions import Session
 from core.accounts.users import User
+from core.pagination import MAX_LIMIT
 
 
 class RegisterBody(msgspec.Struct, kw_only=True):
@@ -187,3 +190,10 @@ class ApiKeyListOut(msgspec.Struct, kw_only=True):
 class AuditListOut(msgspec.Struct, kw_only=True):
     data: list[AuditRecordOut]
     next_cursor: str | None
+
+
+PageLimit = Annotated[
+    int | None,
+    QueryParameter(ge=1, le=MAX_LIMIT, description=f"Page size, 1 to {MAX_LIMIT} (default 50)."),
+]
+"""The `limit` query parameter of every keyset-paged listing, with its bounds in the schema."""

@@ -44,7 +44,8 @@ def widget(widget_id: FromPath[str]) -> dict[str, str]:
 class HandContext:
     """A job's context, as a worker gives it."""
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, queue: str) -> None:
+        self.queue = queue
         self.key = key
         self.attempt = 1
         self.correlation_id = f"req-{key}"
@@ -148,9 +149,9 @@ async def test_failed_jobs_are_listed_per_queue_and_kind_filters(
     for i in range(3):  # a dispatch lease that is no time at all: the job raises
         with pytest.raises(ValueError):
             await handlers[DELIVER_WEBHOOK](
-                HandContext(f"d{i}"), delivery_id=f"d{i}", attempt=1, dispatched_until="never"
+                HandContext(f"d{i}", "webhooks"), delivery_id=f"d{i}", attempt=1, dispatched_until="never"
             )
-    await handlers["delete_expired_sessions"](HandContext("cron"))
+    await handlers["delete_expired_sessions"](HandContext("cron", "maintenance"))
     await client.get("/test/boom")
 
     page = await errors_page(client, admin, kind="job")
@@ -188,6 +189,6 @@ async def test_only_admins_in_person_see_errors(client: AsyncTestClient[Litestar
 
 async def test_bad_parameters_are_problems(client: AsyncTestClient[Litestar], admin: str) -> None:
     too_many = await client.get("/admin/errors", params={"limit": 501}, headers=bearer(admin))
-    assert (too_many.status_code, too_many.json()["code"]) == (400, "bad_request")
+    assert (too_many.status_code, too_many.json()["code"]) == (422, "validation_failed")
     odd_kind = await client.get("/admin/errors", params={"kind": "cron"}, headers=bearer(admin))
     assert (odd_kind.status_code, odd_kind.json()["code"]) == (422, "validation_failed")

@@ -428,7 +428,7 @@ async def test_deliveries_are_listed_newest_first_in_pages(client: AsyncTestClie
     assert parse_time(shown["next_attempt_at"]) == stored.next_attempt_at
 
     assert_problem(await client.get(path, params={"cursor": "not-ours"}, headers=ada), 400, "invalid_cursor")
-    assert_problem(await client.get(path, params={"limit": 0}, headers=ada), 400, "bad_request")
+    assert_problem(await client.get(path, params={"limit": 0}, headers=ada), 422, "validation_failed")
 
 
 async def test_a_failed_delivery_is_retried_by_hand(client: AsyncTestClient[Litestar]) -> None:

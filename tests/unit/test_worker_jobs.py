@@ -25,6 +25,7 @@ ENVIRON = {
 
 
 class Context:
+    queue = "maintenance"
     key = "test"
     attempt = 1
     correlation_id = None

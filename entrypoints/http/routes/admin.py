@@ -15,7 +15,7 @@ from core.pagination import encode_cursor
 from core.ports import Clock, Database, Ids, SessionStore
 from entrypoints.http.auth import BEARER_SECURITY, PRINCIPAL_DEPENDENCY, CurrentPrincipal, caller_of
 from entrypoints.http.openapi_responses import problem_responses
-from entrypoints.http.schemas import AuditListOut, AuditRecordOut, UserListOut, UserOut
+from entrypoints.http.schemas import AuditListOut, AuditRecordOut, PageLimit, UserListOut, UserOut
 from entrypoints.http.svcs_plugin import SvcsContainer
 from entrypoints.use_cases import subscriptions_from
 
@@ -57,7 +57,7 @@ class AdminController(Controller):
         email: FromQuery[str | None] = None,
         status: FromQuery[UserStatus | None] = None,
         cursor: FromQuery[str | None] = None,
-        limit: FromQuery[int | None] = None,
+        limit: PageLimit = None,
     ) -> UserListOut:
         """Newest first; `email` matches part of the address."""
         admin = await administration_from(svcs_container)
@@ -102,7 +102,7 @@ class AdminController(Controller):
         actor_id: FromQuery[str | None] = None,
         target_id: FromQuery[str | None] = None,
         cursor: FromQuery[str | None] = None,
-        limit: FromQuery[int | None] = None,
+        limit: PageLimit = None,
     ) -> AuditListOut:
         """Security events, newest first."""
         admin = await administration_from(svcs_container)

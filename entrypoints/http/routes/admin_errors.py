@@ -12,6 +12,7 @@ from core.ports import Clock, ErrorLog
 from entrypoints.error_tracking import alert_rules
 from entrypoints.http.auth import BEARER_SECURITY, PRINCIPAL_DEPENDENCY, CurrentPrincipal
 from entrypoints.http.openapi_responses import problem_responses
+from entrypoints.http.schemas import PageLimit
 from entrypoints.http.svcs_plugin import SvcsContainer
 from entrypoints.settings import Settings
 
@@ -33,7 +34,7 @@ class AdminErrorsController(Controller):
         principal: CurrentPrincipal,
         svcs_container: SvcsContainer,
         kind: FromQuery[SourceKind | None] = None,
-        limit: FromQuery[int | None] = None,
+        limit: PageLimit = None,
     ) -> ErrorReport:
         """The errors of the alert window (`PICTOR_ALERT_WINDOW_SECONDS`) across all processes, the
         most frequent first: per route (method and route template) or job function and queue, the

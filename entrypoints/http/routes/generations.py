@@ -23,6 +23,7 @@ from entrypoints.business_metrics import observe_generation_canceled, observing_
 from entrypoints.http.auth import BEARER_SECURITY, PRINCIPAL_DEPENDENCY, CurrentPrincipal
 from entrypoints.http.idempotency import Answer, answer_once
 from entrypoints.http.openapi_responses import problem_responses
+from entrypoints.http.schemas import PageLimit
 from entrypoints.http.svcs_plugin import SvcsContainer
 from entrypoints.settings import Settings
 from entrypoints.use_cases import generations_from
@@ -200,7 +201,7 @@ class GenerationsController(Controller):
         self,
         principal: CurrentPrincipal,
         svcs_container: SvcsContainer,
-        limit: FromQuery[int | None] = None,
+        limit: PageLimit = None,
         cursor: FromQuery[str | None] = None,
         status: FromQuery[str | None] = None,
     ) -> GenerationListOut:

@@ -17,6 +17,7 @@ from core.webhooks.endpoints import WebhookEndpoint
 from core.webhooks.signing_secrets import WebhookSecretVersion
 from entrypoints.http.auth import BEARER_SECURITY, PRINCIPAL_DEPENDENCY, CurrentPrincipal
 from entrypoints.http.openapi_responses import problem_responses
+from entrypoints.http.schemas import PageLimit
 from entrypoints.http.svcs_plugin import SvcsContainer
 from entrypoints.use_cases import account_webhook_secret_from, webhook_endpoints_from
 
@@ -203,7 +204,7 @@ class WebhookEndpointsController(Controller):
         endpoint_id: FromPath[str],
         principal: CurrentPrincipal,
         svcs_container: SvcsContainer,
-        limit: FromQuery[int | None] = None,
+        limit: PageLimit = None,
         cursor: FromQuery[str | None] = None,
     ) -> DeliveryListOut:
         """The endpoint's deliveries, newest first; pass `next_cursor` back as `cursor`."""
