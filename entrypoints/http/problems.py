@@ -106,6 +106,7 @@ def from_validation_error(error: ValidationException) -> Problem:
         for item in error.extra:
             if isinstance(item, dict):
                 source = item.get("source")
+                source = getattr(source, "value", source)  # Litestar's ParamType: "query", "path", …
                 key = str(item.get("key") or "")
                 field = f"{source}.{key}" if source and source != "body" and key else key or "body"
                 fields.append(FieldError(field, str(item.get("message", "invalid")), "invalid"))

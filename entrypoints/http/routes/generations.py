@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.openapi import ResponseSpec
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from core.accounts.api_keys import Scope
@@ -140,6 +141,15 @@ def requested_wait_seconds(prefer: str | None, max_seconds: int) -> int | None:
     return None
 
 
+StatusFilter = Annotated[
+    str | None,
+    QueryParameter(
+        pattern=f"^({'|'.join(s.value for s in GenerationStatus)})?$",
+        description="Only generations in this status.",
+    ),
+]
+
+
 def parse_status(status: str | None) -> GenerationStatus | None:
     if status is None or status == "":
         return None
@@ -164,14 +174,22 @@ class GenerationsController(Controller):
     dependencies = PRINCIPAL_DEPENDENCY
     security = BEARER_SECURITY
 
-    @post("/", status_code=202, responses=problem_responses(*_CREATE_PROBLEMS))
+    @post(
+        "/",
+        status_code=202,
+        responses={
+            202: ResponseSpec(GenerationOut, description="Queued (`Location` names it)"),
+            200: ResponseSpec(GenerationOut, description="Finished within `Prefer: wait=N`"),
+            **problem_responses(*_CREATE_PROBLEMS),
+        },
+    )
     async def create_generation(
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[GenerationRequest],
         principal: CurrentPrincipal,
         svcs_container: SvcsContainer,
-    ) -> Response[bytes]:
+    ) -> Response[bytes]:  # encoded once, for idempotent replays: the schema comes from `responses`
         """Queue a generation: `202` with `Location`. With `Prefer: wait=N` (N capped by the
         server, 60 s by default) it answers `200` with the finished generation when it ends within
         N seconds. With `Idempotency-Key`, a repeat replays the first answer."""
@@ -203,7 +221,7 @@ class GenerationsController(Controller):
         svcs_container: SvcsContainer,
         limit: PageLimit = None,
         cursor: FromQuery[str | None] = None,
-        status: FromQuery[str | None] = None,
+        status: StatusFilter = None,
     ) -> GenerationListOut:
         """The caller's generations, newest first; pass `next_cursor` back as `cursor`."""
         generations = await generations_from(svcs_container)
@@ -227,7 +245,10 @@ class GenerationsController(Controller):
     @post(
         "/{generation_id:str}/cancel",
         status_code=200,
-        responses=problem_responses(*_READ_PROBLEMS, ErrorCode.INVALID_STATE),
+        responses={
+            200: ResponseSpec(GenerationOut, description="The canceled generation"),
+            **problem_responses(*_READ_PROBLEMS, ErrorCode.INVALID_STATE),
+        },
     )
     async def cancel_generation(
         self,
@@ -235,7 +256,7 @@ class GenerationsController(Controller):
         generation_id: FromPath[str],
         principal: CurrentPrincipal,
         svcs_container: SvcsContainer,
-    ) -> Response[bytes]:
+    ) -> Response[bytes]:  # encoded once, for idempotent replays: the schema comes from `responses`
         """Stop a queued or running generation and give its images back to the quota; `409
         invalid_state` once it has finished."""
         generations = await generations_from(svcs_container)
