@@ -19,13 +19,13 @@ import msgspec
 
 from adapters.memory.row_values import canonical_or_none, check_limit, utc, utc_or_none
 from adapters.memory.tables import Table, TableView, Transaction
+from adapters.webhook_rows import check_delivery_row, check_endpoint_row
 from core.accounts.users import User
 from core.errors import DomainError, ErrorCode
 from core.webhooks.deliveries import DeliveryStatus, WebhookDelivery, canceled
 from core.webhooks.endpoints import EndpointStatus, WebhookEndpoint
 from core.webhooks.signing_secrets import SecretOwner, WebhookSecretVersion, live_versions
 
-MAX_URL_LENGTH = 2048  # the tables' CHECK, and the SSRF guard's limit on target URLs
 _data_decoder = msgspec.json.Decoder(dict[str, Any])
 
 OwnerKey = tuple[SecretOwner, str]  # (owner kind, owner id)
@@ -458,8 +458,7 @@ def _target(delivery: WebhookDelivery) -> tuple[str, str, str]:
 
 def _stored_endpoint(endpoint: WebhookEndpoint) -> WebhookEndpoint:
     """The endpoint as the table would hold it, or ValueError where its CHECKs would refuse it."""
-    if not 1 <= len(endpoint.url) <= MAX_URL_LENGTH:
-        raise ValueError(f"a webhook URL has 1..{MAX_URL_LENGTH} characters")
+    check_endpoint_row(endpoint)
     return msgspec.structs.replace(
         endpoint,
         id=str(uuid.UUID(endpoint.id)),
@@ -474,21 +473,13 @@ def _stored_endpoint(endpoint: WebhookEndpoint) -> WebhookEndpoint:
 def _stored_delivery(delivery: WebhookDelivery) -> WebhookDelivery:
     """The delivery as the table would hold it, or ValueError where its CHECKs would refuse it."""
     d = delivery
-    status = DeliveryStatus(d.status)
-    if not 1 <= len(d.url) <= MAX_URL_LENGTH:
-        raise ValueError(f"a webhook URL has 1..{MAX_URL_LENGTH} characters")
-    if d.attempts < 0:
-        raise ValueError("attempts must not be negative")
-    if d.max_attempts < 1:
-        raise ValueError("max_attempts must be at least 1")
-    if status is DeliveryStatus.PENDING and d.next_attempt_at is None:
-        raise ValueError("a pending delivery needs next_attempt_at")
+    check_delivery_row(d)
     return msgspec.structs.replace(
         d,
         id=str(uuid.UUID(d.id)),
         user_id=str(uuid.UUID(d.user_id)),
         endpoint_id=None if d.endpoint_id is None else str(uuid.UUID(d.endpoint_id)),
-        status=status,
+        status=DeliveryStatus(d.status),
         event_occurred_at=utc(d.event_occurred_at, "event_occurred_at"),
         next_attempt_at=utc_or_none(d.next_attempt_at, "next_attempt_at"),
         last_attempt_at=utc_or_none(d.last_attempt_at, "last_attempt_at"),

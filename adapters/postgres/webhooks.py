@@ -21,6 +21,7 @@ import msgspec
 from psycopg import errors
 
 from adapters.postgres.row_values import aware, aware_or_none, check_limit, utc_or_none
+from adapters.webhook_rows import check_delivery_row, check_endpoint_row
 from core.errors import DomainError, ErrorCode
 from core.identifiers import is_id
 from core.webhooks.deliveries import MAX_ERROR_LENGTH, DeliveryStatus, WebhookDelivery
@@ -37,7 +38,6 @@ _DELIVERY_COLUMNS = (
     " max_attempts, next_attempt_at, last_status_code, last_error, last_attempt_at, delivered_at,"
     " locked_until, created_at, updated_at"
 )
-MAX_URL_LENGTH = 2048  # the tables' CHECK, and the SSRF guard's limit on target URLs
 _data_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
@@ -531,9 +531,7 @@ def _same_target(row: Sequence[Any], event_id: str, endpoint_id: uuid.UUID | Non
 
 def _check_endpoint(endpoint: WebhookEndpoint) -> None:
     """The CHECKs of `webhook_endpoints`, before any SQL runs."""
-    EndpointStatus(endpoint.status)
-    if not 1 <= len(endpoint.url) <= MAX_URL_LENGTH:
-        raise ValueError(f"a webhook URL has 1..{MAX_URL_LENGTH} characters")
+    check_endpoint_row(endpoint)
     aware(endpoint.created_at, "created_at")
     aware(endpoint.updated_at, "updated_at")
 
@@ -541,15 +539,7 @@ def _check_endpoint(endpoint: WebhookEndpoint) -> None:
 def _check_delivery(delivery: WebhookDelivery) -> None:
     """The CHECKs of `webhook_deliveries`, before any SQL runs."""
     d = delivery
-    status = DeliveryStatus(d.status)
-    if not 1 <= len(d.url) <= MAX_URL_LENGTH:
-        raise ValueError(f"a webhook URL has 1..{MAX_URL_LENGTH} characters")
-    if d.attempts < 0:
-        raise ValueError("attempts must not be negative")
-    if d.max_attempts < 1:
-        raise ValueError("max_attempts must be at least 1")
-    if status is DeliveryStatus.PENDING and d.next_attempt_at is None:
-        raise ValueError("a pending delivery needs next_attempt_at")
+    check_delivery_row(d)
     if d.endpoint_id is not None and not is_id(d.endpoint_id):
         raise ValueError("endpoint_id must be an id")
     for name in ("event_occurred_at", "created_at", "updated_at"):

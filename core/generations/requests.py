@@ -19,11 +19,11 @@ from core.billing.plans import Plan, QueuePriority
 from core.errors import DomainError, ErrorCode, FieldError
 from core.generations.generation import Generation, GenerationStatus
 from core.identifiers import is_id
+from core.webhooks.targets import MAX_URL_LENGTH
 
 MAX_PROMPT_LENGTH: Final = 4000
 MAX_IMAGES: Final = 4
 MAX_SEED: Final = 2**32 - 1
-MAX_WEBHOOK_URL_LENGTH: Final = 2048
 DEFAULT_SIZE: Final = "512x512"
 ALLOWED_SIZES: Final = (
     "256x256",
@@ -172,7 +172,7 @@ def validate_request(
 def is_webhook_url_shape(url: str) -> bool:
     """http or https, a host, no credentials, no fragment, printable ASCII, bounded length. Whether
     the host may be called (SSRF) is decided when delivering, against the resolved address."""
-    if not 0 < len(url) <= MAX_WEBHOOK_URL_LENGTH or not url.isascii() or not url.isprintable():
+    if not 0 < len(url) <= MAX_URL_LENGTH or not url.isascii() or not url.isprintable():
         return False
     if any(char.isspace() for char in url):
         return False

@@ -16,7 +16,7 @@ import msgspec
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 _LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
 _MAX_HOST_LENGTH = 253
-_MAX_URL_LENGTH = 2048
+MAX_URL_LENGTH = 2048  # also the webhook tables' limit on a target URL
 
 _METADATA_V4 = ipaddress.IPv4Address("169.254.169.254")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
@@ -84,8 +84,8 @@ def check_target_url(url: str, *, allow_http: bool) -> ParsedTarget:
 
     Callers turn the ValueError into `unsafe_url` (or `validation_failed` for malformed input).
     """
-    if len(url) > _MAX_URL_LENGTH:
-        raise ValueError(f"the URL is longer than {_MAX_URL_LENGTH} characters")
+    if len(url) > MAX_URL_LENGTH:
+        raise ValueError(f"the URL is longer than {MAX_URL_LENGTH} characters")
     if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
         raise ValueError("the URL contains whitespace or control characters")
     parts = urlsplit(url)
