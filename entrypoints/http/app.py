@@ -21,7 +21,7 @@ from entrypoints.generation_policy import upload_limits
 from entrypoints.http.auth import require_json_bodies
 from entrypoints.http.error_tracking import ErrorTrackingMiddleware
 from entrypoints.http.metrics_sampling import metrics_sampling_lifespan
-from entrypoints.http.openapi_fixes import StrictStructSchemaPlugin, correct_allow_header
+from entrypoints.http.openapi_fixes import StrictStructSchemaPlugin
 from entrypoints.http.problems import problem_details_plugin
 from entrypoints.http.request_context import RequestContext
 from entrypoints.http.routes.accounts import AuthController, MeController
@@ -140,7 +140,6 @@ def create_app(
         ],
         plugins=[SvcsPlugin(factory), problem_details_plugin(), StrictStructSchemaPlugin()],
         before_request=require_json_bodies,
-        before_send=[correct_allow_header],
         lifespan=[
             error_tracking.lifespan,
             *extra_lifespans,

@@ -5,12 +5,14 @@
   `additionalProperties: false` (clients and schema-driven testers otherwise send extras).
 - An automatic `OPTIONS` answer must list every method of its path in `Allow`. Litestar 2 builds
   it for the first handler registered at a path and does not update it when a controller adds
-  more methods there (e.g. GET and POST on /v1/generations), so the header is set from the routes.
+  more methods there (e.g. GET and POST on /v1/generations), so the header is set from the routes
+  where the request context shapes every answer's headers (no extra layer on other requests).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -24,7 +26,6 @@ from litestar.routes import HTTPRoute
 if TYPE_CHECKING:
     from litestar._openapi.schema_generation import SchemaCreator
     from litestar.openapi.spec import Schema
-    from litestar.types import Message, Scope
     from litestar.typing import FieldDefinition
 
 
@@ -57,16 +58,14 @@ def _allowed_methods(app: Litestar) -> dict[str, bytes]:
     return allowed
 
 
-async def correct_allow_header(message: Message, scope: Scope) -> None:
-    """A `before_send` hook: the `Allow` of an automatic OPTIONS answer lists all of its path's methods."""
-    if message["type"] != "http.response.start" or scope.get("method") != "OPTIONS":
-        return
+def with_full_allow(
+    headers: list[tuple[bytes, bytes]], scope: MutableMapping[str, Any]
+) -> list[tuple[bytes, bytes]]:
+    """The headers of an OPTIONS answer with an `Allow` that lists all of its path's methods (the
+    request context, which shapes every answer's headers, calls it for OPTIONS only)."""
     template: Any = scope.get("path_template")
     app: Any = scope.get("litestar_app")
-    if template is None or app is None:
-        return
-    allow = _allowed_methods(app).get(template)
-    if allow is not None:
-        message["headers"] = [
-            (name, allow if name.lower() == b"allow" else value) for name, value in message.get("headers", [])
-        ]
+    allow = None if template is None or app is None else _allowed_methods(app).get(template)
+    if allow is None:
+        return headers
+    return [(name, allow if name.lower() == b"allow" else value) for name, value in headers]

@@ -15,6 +15,7 @@ from typing import Any
 from core.correlation import accept_request_id
 from entrypoints.correlation import correlation_id_var
 from entrypoints.http.http_metrics import IN_PROGRESS, observe_request
+from entrypoints.http.openapi_fixes import with_full_allow
 
 # Plain ASGI types: this layer sits outside Litestar's typed scopes.
 Scope = MutableMapping[str, Any]
@@ -93,6 +94,8 @@ class RequestContext:
                 for name, value in scope.get(RATE_LIMIT_HEADERS_SCOPE_KEY, ()):
                     if name not in present:
                         headers.append((name, value))
+                if scope["method"] == "OPTIONS":
+                    headers = with_full_allow(headers, scope)
                 message["headers"] = headers
             await send(message)
 
