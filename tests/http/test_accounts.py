@@ -15,8 +15,6 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from adapters.memory.mailer import MemoryMailer
-from core.accounts.context import Caller
-from core.accounts.users import Role
 from core.ports import (
     Database,
     Mailer,
@@ -25,8 +23,7 @@ from core.ports import (
 from entrypoints.http.embedded_worker import embedded_worker_lifespan
 from entrypoints.http.svcs_plugin import registry_of
 from entrypoints.settings import Settings
-from entrypoints.use_cases import registration_from
-from tests.support.accounts import PASSWORD, bearer, login, register
+from tests.support.accounts import PASSWORD, admin_session, bearer, login, register
 
 
 @pytest.fixture
@@ -62,17 +59,7 @@ async def wait_for_email(client: AsyncTestClient[Litestar], to: str, kind: str) 
 
 
 async def make_admin(client: AsyncTestClient[Litestar], email: str) -> str:
-    async with svcs.Container(registry_of(client.app)) as container:
-        registration = await registration_from(container)
-        await registration.register(
-            email=email,
-            password=PASSWORD,
-            display_name="Admin",
-            caller=Caller(),
-            role=Role.ADMIN,
-            email_verified=True,
-        )
-    return await login(client, email)
+    return await admin_session(client, email, display_name="Admin")
 
 
 async def test_register_verify_login_me_key_revoke(client):

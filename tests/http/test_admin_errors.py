@@ -8,14 +8,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import svcs
 from litestar import Litestar, get
 from litestar.params import FromPath
 from litestar.testing import AsyncTestClient
 
 from adapters.memory.clock import ManualClock
-from core.accounts.context import Caller
-from core.accounts.users import Role
 from core.errors import DomainError, ErrorCode
 from core.ports import WebhookTransport
 from core.webhooks.delivery import DELIVER_WEBHOOK
@@ -23,9 +20,8 @@ from entrypoints.error_tracking import ErrorTracking, tracking_of
 from entrypoints.http.app import create_app
 from entrypoints.http.svcs_plugin import registry_of
 from entrypoints.settings import settings_from_mapping
-from entrypoints.use_cases import registration_from
 from entrypoints.worker import job_handlers
-from tests.support.accounts import PASSWORD, bearer, login, register
+from tests.support.accounts import admin_session, bearer, login, register
 from tests.support.error_tracking import driven_by_hand
 
 
@@ -70,17 +66,7 @@ async def client(environ: dict[str, str]) -> AsyncIterator[AsyncTestClient[Lites
 
 @pytest.fixture
 async def admin(client: AsyncTestClient[Litestar]) -> str:
-    async with svcs.Container(registry_of(client.app)) as container:
-        registration = await registration_from(container)
-        await registration.register(
-            email="ops@example.com",
-            password=PASSWORD,
-            display_name="Ops",
-            caller=Caller(),
-            role=Role.ADMIN,
-            email_verified=True,
-        )
-    return await login(client, "ops@example.com")
+    return await admin_session(client, "ops@example.com", display_name="Ops")
 
 
 def tracking(client: AsyncTestClient[Litestar]) -> ErrorTracking:

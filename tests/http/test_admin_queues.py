@@ -17,13 +17,10 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from adapters.memory.job_queue import MemoryJobQueue, MemoryWorker
-from core.accounts.context import Caller
-from core.accounts.users import Role
 from core.jobs import EMAIL, GENERATION, QUEUES, WEBHOOKS, JobSpec
 from core.ports import JobContext, JobHandler, JobQueue
 from entrypoints.http.svcs_plugin import registry_of
-from entrypoints.use_cases import registration_from
-from tests.support.accounts import PASSWORD, bearer, login, register
+from tests.support.accounts import admin_session, bearer, login, register
 
 
 async def _job_queue(client: AsyncTestClient[Litestar]) -> MemoryJobQueue:
@@ -36,17 +33,7 @@ async def _job_queue(client: AsyncTestClient[Litestar]) -> MemoryJobQueue:
 @pytest.fixture
 async def admin(client: AsyncTestClient[Litestar]) -> str:
     """A logged-in administrator's session token."""
-    async with svcs.Container(registry_of(client.app)) as container:
-        registration = await registration_from(container)
-        await registration.register(
-            email="ops@example.com",
-            password=PASSWORD,
-            display_name="Ops",
-            caller=Caller(),
-            role=Role.ADMIN,
-            email_verified=True,
-        )
-    return await login(client, "ops@example.com")
+    return await admin_session(client, "ops@example.com", display_name="Ops")
 
 
 @pytest.fixture

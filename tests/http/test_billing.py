@@ -13,16 +13,14 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from adapters.memory.clock import ManualClock
-from core.accounts.context import Caller
-from core.accounts.users import Role
 from core.billing.plans import PlanCatalog
 from core.ports import Clock
 from entrypoints.http.svcs_plugin import registry_of
 from entrypoints.settings import Settings
-from entrypoints.use_cases import quotas_from, registration_from
+from entrypoints.use_cases import quotas_from
 from entrypoints.wiring import service_registry
 from entrypoints.worker import job_handlers
-from tests.support.accounts import PASSWORD, bearer, login, register
+from tests.support.accounts import admin_session, bearer, login, register
 
 
 @pytest.fixture
@@ -55,12 +53,7 @@ async def user_token(client: AsyncTestClient[Litestar], email: str) -> str:
 
 
 async def admin_token(client: AsyncTestClient[Litestar], email: str) -> str:
-    async with svcs.Container(registry_of(client.app)) as container:
-        registration = await registration_from(container)
-        await registration.register(
-            email=email, password=PASSWORD, display_name=None, caller=Caller(), role=Role.ADMIN
-        )
-    return await login(client, email)
+    return await admin_session(client, email)
 
 
 async def test_a_new_user_is_on_the_free_plan(client: AsyncTestClient[Litestar], clock: ManualClock) -> None:

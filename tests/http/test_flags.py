@@ -15,12 +15,9 @@ import svcs
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from core.accounts.context import Caller
-from core.accounts.users import Role
 from core.ports import Clock
 from entrypoints.http.svcs_plugin import registry_of
-from entrypoints.use_cases import registration_from
-from tests.support.accounts import PASSWORD, bearer, login, register
+from tests.support.accounts import admin_session, bearer, login, register
 from tests.support.plans import roomy_plans_file
 
 FLAGS = "/admin/flags"
@@ -37,17 +34,7 @@ async def user(client: AsyncTestClient[Litestar], email: str) -> dict[str, str]:
 
 
 async def admin(client: AsyncTestClient[Litestar], email: str = "root@example.com") -> dict[str, str]:
-    async with svcs.Container(registry_of(client.app)) as container:
-        registration = await registration_from(container)
-        await registration.register(
-            email=email,
-            password=PASSWORD,
-            display_name=None,
-            caller=Caller(),
-            role=Role.ADMIN,
-            email_verified=True,
-        )
-    return bearer(await login(client, email))
+    return bearer(await admin_session(client, email))
 
 
 async def put_flag(

@@ -13,12 +13,9 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from adapters.invalidating_database import InvalidatingDatabase
-from core.accounts.context import Caller
-from core.accounts.users import Role
 from core.ports import Database
 from entrypoints.http.svcs_plugin import registry_of
-from entrypoints.use_cases import registration_from
-from tests.support.accounts import PASSWORD, bearer, login, register
+from tests.support.accounts import admin_session, bearer, login, register
 
 WARM_REQUESTS = 20
 
@@ -45,17 +42,7 @@ def environ(environ: dict[str, str], tmp_path: Path) -> dict[str, str]:
 
 
 async def make_admin(client: AsyncTestClient[Litestar], email: str) -> str:
-    async with svcs.Container(registry_of(client.app)) as container:
-        registration = await registration_from(container)
-        await registration.register(
-            email=email,
-            password=PASSWORD,
-            display_name="Admin",
-            caller=Caller(),
-            role=Role.ADMIN,
-            email_verified=True,
-        )
-    return await login(client, email)
+    return await admin_session(client, email, display_name="Admin")
 
 
 async def database_of(client: AsyncTestClient[Litestar]) -> Database:
