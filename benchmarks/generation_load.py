@@ -57,7 +57,16 @@ from urllib.parse import urlencode
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.auth_load import UNBOUND_PLANS, VALKEY_URL, fresh_schema, make_api_key
-from benchmarks.http_load import HOST, PICTOR_CMD, ROOT, HarnessError, Server, expand_command, percentile
+from benchmarks.http_load import (
+    HOST,
+    PICTOR_CMD,
+    ROOT,
+    HarnessError,
+    Server,
+    expand_command,
+    percentile,
+    positive_int,
+)
 
 FINISHED = frozenset({"succeeded", "failed", "canceled"})
 WORKER_READY_LINE = "worker started"
@@ -546,22 +555,15 @@ def run(options: Options) -> BenchReport:
     )
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def parser() -> argparse.ArgumentParser:
     result = argparse.ArgumentParser(prog="generation_load.py", description=__doc__.split("\n\n")[0])
-    result.add_argument("--generations", type=_positive_int, default=200, help="per run (default 200)")
-    result.add_argument("--clients", type=_positive_int, default=4, help="concurrent submitters (default 4)")
+    result.add_argument("--generations", type=positive_int, default=200, help="per run (default 200)")
+    result.add_argument("--clients", type=positive_int, default=4, help="concurrent submitters (default 4)")
     result.add_argument("--size", default="256x256")
     result.add_argument("--warmup", type=int, default=4, help="warm-up generations per worker (default 4)")
     result.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         nargs="+",
         default=[1, 2],
         help="worker processes per run (default 1 2)",

@@ -812,7 +812,8 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse type for counts: an integer of at least 1 (the other load scripts use it too)."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
@@ -834,7 +835,7 @@ def _env_pair(text: str) -> tuple[str, str]:
 
 
 def _load_arguments(parser: argparse.ArgumentParser, *, default_duration: float) -> None:
-    parser.add_argument("--connections", type=_positive_int, default=32, help="concurrent connections (32)")
+    parser.add_argument("--connections", type=positive_int, default=32, help="concurrent connections (32)")
     parser.add_argument(
         "--duration", type=_positive_float, default=default_duration, help="measured seconds per run"
     )
@@ -866,7 +867,7 @@ def compare_parser() -> argparse.ArgumentParser:
         "--env", type=_env_pair, action="append", default=[], help="NAME=VALUE for the target's environment"
     )
     parser.add_argument("--generator", choices=("auto", "wrk", "builtin"), default="auto")
-    parser.add_argument("--rounds", type=_positive_int, default=1, help="bare/target alternations (1)")
+    parser.add_argument("--rounds", type=positive_int, default=1, help="bare/target alternations (1)")
     parser.add_argument("--startup-timeout", type=_positive_float, default=30.0, help="seconds (30)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     _load_arguments(parser, default_duration=10.0)
@@ -878,7 +879,7 @@ def generate_parser() -> argparse.ArgumentParser:
         prog="http_load.py generate",
         description="Drive GET PATH on 127.0.0.1:PORT with the built-in client; print the result as JSON.",
     )
-    parser.add_argument("--port", type=_positive_int, required=True)
+    parser.add_argument("--port", type=positive_int, required=True)
     parser.add_argument("--path", default=BARE_PATH)
     _load_arguments(parser, default_duration=10.0)
     return parser

@@ -53,7 +53,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.auth_load import fresh_schema
-from benchmarks.http_load import HarnessError
+from benchmarks.http_load import HarnessError, positive_int
 
 PRODUCTION = "production"
 BASELINE = "baseline"
@@ -414,32 +414,23 @@ def run(options: Options) -> Report:
     )
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def parser() -> argparse.ArgumentParser:
     result = argparse.ArgumentParser(prog="outbox_load.py", description=__doc__.split("\n\n")[0])
-    result.add_argument("--events", type=_positive_int, default=20_000, help="per scenario (default 20000)")
+    result.add_argument("--events", type=positive_int, default=20_000, help="per scenario (default 20000)")
     result.add_argument(
-        "--users", type=_positive_int, default=200, help="each with one endpoint (default 200)"
+        "--users", type=positive_int, default=200, help="each with one endpoint (default 200)"
     )
     result.add_argument(
         "--publishers",
-        type=_positive_int,
+        type=positive_int,
         nargs="+",
         default=[1, 2],
         help="publisher processes (default 1 2)",
     )
-    result.add_argument("--rounds", type=_positive_int, default=1, help="rounds per scenario (default 1)")
+    result.add_argument("--rounds", type=positive_int, default=1, help="rounds per scenario (default 1)")
+    result.add_argument("--batch-size", type=positive_int, default=100, help="events per publish batch (100)")
     result.add_argument(
-        "--batch-size", type=_positive_int, default=100, help="events per publish batch (100)"
-    )
-    result.add_argument(
-        "--write-batch", type=_positive_int, default=500, help="events per writing transaction"
+        "--write-batch", type=positive_int, default=500, help="events per writing transaction"
     )
     result.add_argument("--json", action="store_true")
     return result
