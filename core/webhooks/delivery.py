@@ -11,6 +11,7 @@ import msgspec
 
 from core.errors import DomainError, ErrorCode
 from core.events import GENERATION_SUCCEEDED
+from core.generations.generation import Generation
 from core.jobs import WEBHOOKS, JobSpec
 from core.ports import BlobStore, Clock, Database, Ids, JobQueue, UnitOfWork
 from core.ports import WebhookTransport as Transport
@@ -125,12 +126,23 @@ class WebhookSender:
                     await uow.webhook_deliveries.update(canceled(delivery, reason, self._clock.now()))
                     await uow.commit()
                     return DeliveryReport(outcome="canceled", event_type=delivery.event_type)
+                owner, owner_id = SecretOwner.ENDPOINT, delivery.endpoint_id
+            else:
+                owner, owner_id = SecretOwner.ACCOUNT, delivery.user_id
+            # Everything the attempt reads, read with the lease: the secrets' versions and the
+            # generation whose images the body links to.
+            versions = await uow.webhook_secrets.live(owner, owner_id, self._clock.now())
+            generation = None
+            if delivery.event_type == GENERATION_SUCCEEDED:
+                generation = await uow.generations.get_for_user(delivery.user_id, str(delivery.data["id"]))
             await uow.commit()
         # An endpoint's deliveries go to its URL of now: an owner who fixed a wrong URL and retries
         # reaches the fixed one.
         url = delivery.url if endpoint is None else endpoint.url
         try:
-            secrets = await self._signing_secrets(delivery)
+            if not versions and owner is SecretOwner.ACCOUNT:  # the account's secret: made on first use
+                versions = [await self._keeper.account_secret(self._database, delivery.user_id)]
+            secrets = await self._keeper.signing_secrets(versions)
         except DomainError as error:
             if error.code is not ErrorCode.SECRET_MISSING:
                 raise
@@ -143,7 +155,7 @@ class WebhookSender:
             {
                 "type": delivery.event_type,
                 "timestamp": delivery.event_occurred_at,
-                "data": await self._data(delivery),
+                "data": await self._data(delivery, generation),
             }
         )
         sent_at = self._clock.now()
@@ -158,16 +170,6 @@ class WebhookSender:
             url, headers=headers, body=body, timeout_seconds=ATTEMPT_TIMEOUT_SECONDS
         )
         return await self._record(delivery, result)
-
-    async def _signing_secrets(self, delivery: WebhookDelivery) -> list[str]:
-        """The endpoint's live secrets, or for a per-request URL the account's (made on first use)."""
-        if delivery.endpoint_id is not None:
-            owner, owner_id = SecretOwner.ENDPOINT, delivery.endpoint_id
-        else:
-            owner, owner_id = SecretOwner.ACCOUNT, delivery.user_id
-            await self._keeper.account_secret(self._database, delivery.user_id)
-        async with self._database.unit_of_work() as uow:
-            return await self._keeper.signing_secrets(uow, owner, owner_id)
 
     async def _record(self, sent: WebhookDelivery, result: AttemptResult) -> DeliveryReport:
         now = self._clock.now()
@@ -220,12 +222,10 @@ class WebhookSender:
             endpoint_id, "endpoint disabled (410 Gone)", now
         )
 
-    async def _data(self, delivery: WebhookDelivery) -> dict[str, Any]:
+    async def _data(self, delivery: WebhookDelivery, generation: Generation | None) -> dict[str, Any]:
         """The delivery's data, with fresh signed links to a succeeded generation's images."""
         if delivery.event_type != GENERATION_SUCCEEDED:
             return delivery.data
-        async with self._database.unit_of_work() as uow:
-            generation = await uow.generations.get_for_user(delivery.user_id, str(delivery.data["id"]))
         images: list[dict[str, Any]] = []
         if generation is not None and generation.images_expired_at is None:
             for image in generation.images:

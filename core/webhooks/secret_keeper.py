@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from core.errors import DomainError, ErrorCode
 from core.ports import Clock, Database, Ids, Secrets, UnitOfWork
 from core.secrets import WEBHOOK_SECRET_KEY
@@ -45,10 +47,10 @@ class WebhookSecretKeeper:
             f"The {WEBHOOK_SECRET_KEY} version a webhook secret was made with is no longer configured",
         )
 
-    async def signing_secrets(self, uow: UnitOfWork, owner: SecretOwner, owner_id: str) -> list[str]:
-        """Every secret that signs now, newest first (two during a rotation's overlap). A version
-        whose master key is gone is left out while another can sign; with none, secret_missing."""
-        versions = await uow.webhook_secrets.live(owner, owner_id, self._clock.now())
+    async def signing_secrets(self, versions: Sequence[WebhookSecretVersion]) -> list[str]:
+        """The secrets of the live `versions` (the caller read them in its unit of work), newest
+        first: two during a rotation's overlap. A version whose master key is gone is left out
+        while another can sign; with none, secret_missing."""
         secrets: list[str] = []
         missing: DomainError | None = None
         for version in versions:
